@@ -1,0 +1,1 @@
+"""Pure pipeline logic: no Prefect, no cloud SDKs, testable on its own."""

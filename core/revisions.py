@@ -1,0 +1,76 @@
+"""Pin the exact revision of the base model and the dataset before training.
+
+A hub id without a revision means "whatever `main` is today", which would make the lineage
+key lie; so a hub id is resolved to its commit sha, and a local file or folder is addressed by
+the hash of its content.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.hashing import sha256_file, sha256_tree
+from tasks.backends.base import ConfigurationError
+
+DATA_SUFFIXES = (".jsonl", ".json", ".csv")
+
+
+def looks_like_path(value: str) -> bool:
+    """Hub ids are `owner/name`; anything absolute, relative-dotted or with a suffix is a path."""
+    return (
+        value.startswith(("/", "./", "../", "~"))
+        or value.endswith(DATA_SUFFIXES)
+        or Path(value).expanduser().exists()
+    )
+
+
+def check_model_source(base_model: str) -> None:
+    """A local base model must be a folder written by `save_pretrained`."""
+    folder = Path(base_model).expanduser()
+    if looks_like_path(base_model) and not (folder / "config.json").is_file():
+        raise ConfigurationError(
+            f"model.base_model: {base_model!r} is not a model folder (no config.json); "
+            "pass a Hugging Face model id or a folder written by save_pretrained"
+        )
+
+
+def check_dataset_source(dataset: str) -> None:
+    """A local dataset must be an existing file."""
+    if looks_like_path(dataset) and not Path(dataset).expanduser().is_file():
+        raise ConfigurationError(
+            f"data.dataset: file {dataset!r} not found; pass a .jsonl/.csv with columns "
+            "text, emoji, topic, or a Hugging Face dataset id"
+        )
+
+
+def resolve_model_revision(base_model: str, revision: str | None) -> str:
+    """`sha256:<tree hash>` for a local folder, the pinned or resolved commit for a hub id."""
+    check_model_source(base_model)
+    if looks_like_path(base_model):
+        return "sha256:" + sha256_tree(Path(base_model).expanduser())
+    return revision or _hub_sha(base_model, "model", "model.revision")
+
+
+def resolve_dataset_revision(dataset: str, revision: str | None) -> str:
+    """`sha256:<file hash>` for a local file, the pinned or resolved commit for a hub id."""
+    check_dataset_source(dataset)
+    if looks_like_path(dataset):
+        return "sha256:" + sha256_file(Path(dataset).expanduser())
+    return revision or _hub_sha(dataset, "dataset", "data.revision")
+
+
+def _hub_sha(repo_id: str, repo_type: str, setting: str) -> str:
+    """Ask the hub for the current commit of `repo_id` (needs network and, maybe, a token)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        info = HfApi().repo_info(repo_id, repo_type=repo_type)
+    except (HfHubHTTPError, OfflineModeIsEnabled, OSError) as error:
+        raise ConfigurationError(
+            f"{setting}: cannot resolve the current revision of {repo_type} {repo_id!r} "
+            f"({type(error).__name__}); pin it with {setting}=<commit sha> or use a local path"
+        ) from None
+    if not info.sha:
+        raise ConfigurationError(f"{setting}: the hub returned no revision for {repo_id!r}")
+    return info.sha

@@ -1,0 +1,1 @@
+"""Prefect flows: the pipeline, the dataset watcher and teardown."""

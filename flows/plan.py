@@ -1,0 +1,95 @@
+"""From settings to what the training job runs: resolved method, lineage, job spec.
+
+Kept out of the flow so the flow reads as a runbook and these rules can be tested alone.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from core.lineage import Lineage
+from core.revisions import looks_like_path
+from flows.settings import PipelineSettings
+from tasks.backends.base import ImageRef, TrainJobSpec
+
+JOB_IMAGE_DIR = Path(__file__).resolve().parent.parent / "job_image"
+
+
+def resolved_method(settings: PipelineSettings) -> str:
+    """`auto` becomes what will really run, so the lineage never hides a LoRA/QLoRA switch.
+
+    The gcp backend always trains on an L4 (QLoRA); locally it depends on this machine.
+    """
+    if settings.training.method != "auto":
+        return settings.training.method
+    if settings.backend == "gcp":
+        return "qlora"
+    return "qlora" if _local_cuda_with_bitsandbytes() else "lora"
+
+
+def _local_cuda_with_bitsandbytes() -> bool:
+    if any(importlib.util.find_spec(name) is None for name in ("bitsandbytes", "torch")):
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def source_argument(value: str) -> str:
+    """Local paths go to the job absolute (it runs elsewhere); hub ids go as they are."""
+    return str(Path(value).expanduser().resolve()) if looks_like_path(value) else value
+
+
+def make_lineage(
+    settings: PipelineSettings, image: ImageRef, model_revision: str, dataset_revision: str
+) -> Lineage:
+    training = settings.training.model_dump(mode="json", exclude={"timeout_s"})
+    training["method"] = resolved_method(settings)
+    return Lineage(
+        base_model=settings.model.base_model,
+        base_model_revision=model_revision,
+        dataset=settings.data.dataset,
+        dataset_revision=dataset_revision,
+        sample_size=settings.data.sample_size,
+        eval_size=settings.data.eval_size,
+        seed=settings.data.seed,
+        training=training,
+        code_digest=image.digest,
+    )
+
+
+def train_job_spec(settings: PipelineSettings, lineage: Lineage) -> TrainJobSpec:
+    """The job's CLI (see `job_image/finetune.py --help`); the runner adds `--output-dir`."""
+    training = settings.training
+    args: list[str] = [
+        "--model", source_argument(settings.model.base_model),
+        "--dataset", source_argument(settings.data.dataset),
+        "--sample-size", str(settings.data.sample_size),
+        "--eval-size", str(settings.data.eval_size),
+        "--seed", str(settings.data.seed),
+        "--lineage-key", lineage.key,
+        "--lineage-json", json.dumps(lineage.as_dict(), sort_keys=True),
+        "--method", str(lineage.training["method"]),
+        "--lora-r", str(training.lora_r),
+        "--lora-alpha", str(training.lora_alpha),
+        "--lora-dropout", str(training.lora_dropout),
+        "--target-modules", ",".join(training.target_modules),
+        "--epochs", str(training.epochs),
+        "--max-steps", str(training.max_steps),
+        "--learning-rate", str(training.learning_rate),
+        "--batch-size", str(training.batch_size),
+        "--grad-accum", str(training.grad_accum),
+        "--max-length", str(training.max_length),
+    ]  # fmt: skip
+    if not looks_like_path(settings.model.base_model):
+        args += ["--model-revision", lineage.base_model_revision]
+    if not looks_like_path(settings.data.dataset):
+        args += ["--dataset-revision", lineage.dataset_revision]
+    return TrainJobSpec(
+        lineage_key=lineage.key,
+        output_prefix=lineage.model_prefix,
+        args=tuple(args),
+        deadline_s=training.timeout_s,
+    )

@@ -1,0 +1,210 @@
+"""One typed `PipelineSettings`: every knob of the pipeline, validated before anything runs.
+
+Values come from (highest first) explicit arguments (CLI / flow parameters), environment
+variables prefixed `PIPELINE_` (nested with `__`, e.g. `PIPELINE_TRAINING__LEARNING_RATE`),
+a `.env` file, then the defaults below, which reproduce the Cloud Run fine-tuning codelab.
+A bad value fails here, with the field and the fix, before any cloud change or GPU minute.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "PIPELINE_"
+CODELAB_PROMPT = (
+    "Translate to emoji: I ate a banana for breakfast, later I'm thinking of having soup!"
+)
+
+PositiveSeconds = Annotated[float, Field(gt=0, le=24 * 3600)]
+
+
+class _Section(BaseModel):
+    """Sections reject unknown keys so a typo is an error, not a silently ignored setting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSettings(_Section):
+    base_model: str = Field(
+        "google/gemma-3-1b-it",
+        title="Base model",
+        description="Hugging Face model id, or a local folder holding a chat model.",
+        min_length=1,
+    )
+    revision: str | None = Field(
+        None,
+        title="Base model revision",
+        description="Commit sha of a hub model (pin it for reproducible lineage).",
+    )
+    served_model_name: str = Field(
+        "emoji-gemma",
+        title="Served model name",
+        description="Name clients put in the request's `model` field.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+    )
+
+
+class DataSettings(_Section):
+    dataset: str = Field(
+        "KomeijiForce/Text2Emoji",
+        title="Dataset",
+        description="Hugging Face dataset id, or a local .jsonl/.csv with text, emoji, topic.",
+        min_length=1,
+    )
+    revision: str | None = Field(
+        None,
+        title="Dataset revision",
+        description="Commit sha of a hub dataset; local files are addressed by content hash.",
+    )
+    sample_size: int = Field(1000, ge=8, le=1_000_000, title="Rows sampled for training + eval")
+    eval_size: int = Field(50, ge=1, title="Held-out rows for evaluation")
+    seed: int = Field(42, ge=0, title="Sampling and training seed")
+
+    @model_validator(mode="after")
+    def _eval_leaves_training_rows(self) -> DataSettings:
+        if self.eval_size >= self.sample_size:
+            raise ValueError(
+                f"eval_size ({self.eval_size}) must be smaller than sample_size "
+                f"({self.sample_size}); lower data.eval_size or raise data.sample_size"
+            )
+        return self
+
+
+class TrainingSettings(_Section):
+    method: Literal["auto", "lora", "qlora"] = Field(
+        "auto", description="auto = QLoRA (4-bit) on a CUDA GPU, plain LoRA elsewhere."
+    )
+    lora_r: int = Field(16, ge=1, le=512)
+    lora_alpha: int = Field(32, ge=1, le=4096)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: tuple[str, ...] = Field(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        min_length=1,
+    )
+    epochs: float = Field(1.0, gt=0, le=100)
+    max_steps: int = Field(-1, ge=-1, description="-1 = run the full epochs.")
+    learning_rate: float = Field(2e-4, gt=0, le=1.0)
+    batch_size: int = Field(4, ge=1, le=1024)
+    grad_accum: int = Field(2, ge=1, le=1024)
+    max_length: int = Field(256, ge=16, le=32768)
+    timeout_s: PositiveSeconds = Field(
+        3600, description="Deadline for one training job (Cloud Run caps GPU tasks at 1 h)."
+    )
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _split_comma_list(cls, value: object) -> object:
+        """Accept "q_proj,v_proj" from the CLI or an env var as well as a list."""
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+
+class ServingSettings(_Section):
+    engine: Literal["auto", "vllm", "transformers"] = Field(
+        "auto", description="Local server: vLLM's OpenAI server when importable, else transformers."
+    )
+    host: str = Field("127.0.0.1", description="Local servers bind here (loopback by default).")
+    port: int = Field(0, ge=0, le=65535, description="0 = pick a free port.")
+    startup_timeout_s: PositiveSeconds = 300
+    keep_serving: bool = Field(
+        False, description="Leave the server running after the run (prints how to stop it)."
+    )
+    smoke_prompt: str = Field(CODELAB_PROMPT, min_length=1)
+    smoke_timeout_s: PositiveSeconds = 120
+    max_tokens: int = Field(24, ge=1, le=4096)
+
+
+class LocalSettings(_Section):
+    root: Path = Field(
+        Path(".pipeline"),
+        description="Folder standing in for the bucket: models/, runs/ and the server state.",
+    )
+
+
+_PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+
+
+class GcpSettings(_Section):
+    project: str | None = Field(None, description="Google Cloud project id (required for gcp).")
+    region: str = "europe-west1"
+
+    @field_validator("project")
+    @classmethod
+    def _valid_project_id(cls, value: str | None) -> str | None:
+        if value is not None and not _PROJECT_ID.match(value):
+            raise ValueError(
+                "must be a project id: 6-30 lowercase letters, digits or hyphens, "
+                "starting with a letter (see `gcloud projects list`)"
+            )
+        return value
+
+
+class PipelineSettings(BaseSettings):
+    """Everything one pipeline run needs, grouped by the step that uses it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        frozen=True,
+    )
+
+    backend: Literal["local", "gcp"] = Field(
+        "local", description="local = one machine; gcp = Cloud Run GPU job + service."
+    )
+    model: ModelSettings = ModelSettings()
+    data: DataSettings = DataSettings()
+    training: TrainingSettings = TrainingSettings()
+    serving: ServingSettings = ServingSettings()
+    local: LocalSettings = LocalSettings()
+    gcp: GcpSettings = GcpSettings()
+
+    @model_validator(mode="after")
+    def _backend_has_what_it_needs(self) -> PipelineSettings:
+        if self.backend == "gcp" and not self.gcp.project:
+            raise ValueError(
+                "backend 'gcp' needs gcp.project: set PIPELINE_GCP__PROJECT or --gcp-project"
+            )
+        return self
+
+
+class SettingsError(ValueError):
+    """Settings are invalid; `str()` is one line per problem, each naming field and fix."""
+
+
+def load_settings(**overrides: object) -> PipelineSettings:
+    """Build settings from overrides + environment, turning pydantic's report into one line."""
+    try:
+        return PipelineSettings(**overrides)
+    except ValidationError as error:
+        raise SettingsError(describe_validation_error(error)) from None
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """`invalid setting training.learning_rate=-1: Input should be greater than 0 (...)`.
+
+    Each problem names the dotted field and the environment variable that sets it, so an
+    operator can fix a scheduled run without reading code. Input values are echoed only
+    for scalar fields (settings hold no secrets, but long blobs make bad one-liners).
+    """
+    problems = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"] if not isinstance(part, int))
+        message = item["msg"].removeprefix("Value error, ")
+        if not location:  # a cross-field rule: its message already names fields and fixes
+            problems.append(f"invalid settings: {message}")
+            continue
+        env_name = ENV_PREFIX + location.upper().replace(".", "__")
+        given = item.get("input")
+        shown = f"={given!r}" if isinstance(given, str | int | float | bool) else ""
+        problems.append(
+            f"invalid setting {location}{shown}: {message} (set {env_name} or its CLI option)"
+        )
+    return "; ".join(problems)

@@ -1,0 +1,1 @@
+"""Backends: one protocol set (base.py), implemented for `local` and `gcp`."""

@@ -1,0 +1,223 @@
+"""The contract every backend fulfils: protocols, frozen result types and typed errors.
+
+The flow only talks to these protocols, so the same six steps run on a laptop (`local`)
+and on Google Cloud (`gcp`). Results are small frozen dataclasses because Prefect persists
+them as task results: they must be cheap to pickle and must never hold a secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+# --------------------------------------------------------------------------- errors
+
+
+class PipelineError(Exception):
+    """Base of every error the pipeline raises on purpose (message is user-facing)."""
+
+
+class TransientError(PipelineError):
+    """A failure that may succeed on retry (429, 5xx, dropped connection, busy port)."""
+
+
+class ConfigurationError(PipelineError):
+    """Settings or inputs are wrong; retrying cannot help. The message names the fix."""
+
+
+class TrainingFailed(PipelineError):
+    """The training job ran and failed (non-zero exit, or no complete model written)."""
+
+
+class DeadlineExceeded(PipelineError):
+    """A wait ran past the deadline taken from settings."""
+
+
+class VerificationFailed(PipelineError):
+    """The model folder is incomplete or corrupt; it must never be served."""
+
+    def __init__(self, location: str, problems: list[str]) -> None:
+        self.location = location
+        self.problems = problems
+        listed = "; ".join(problems)
+        super().__init__(f"model at {location} failed verification: {listed}")
+
+
+class DeployFailed(PipelineError):
+    """The model server did not come up healthy before its deadline."""
+
+
+class SmokeTestFailed(PipelineError):
+    """The served endpoint answered, but not with what a working model returns."""
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where the store lives (a folder for `local`, a bucket for `gcp`)."""
+
+    uri: str
+    created: bool
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """The training code, addressed by content: same `job_image/` → same digest."""
+
+    uri: str
+    digest: str
+    built: bool
+    log_url: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainJobSpec:
+    """Everything the training job needs; `output_prefix` is relative to the store root."""
+
+    lineage_key: str
+    output_prefix: str
+    args: tuple[str, ...]
+    deadline_s: float
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How one training job ended; `reused` means a complete model already existed."""
+
+    lineage_key: str
+    output_uri: str
+    execution: str
+    duration_s: float
+    reused: bool
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A running OpenAI-compatible server; `model` is what requests put in `model`."""
+
+    base_url: str
+    model: str
+    engine: str
+    handle: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report from a long step (training steps, bytes uploaded…)."""
+
+    done: float
+    total: float
+    message: str = ""
+
+
+ProgressCallback = Callable[[Progress], None]
+LogCallback = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+@runtime_checkable
+class ArtifactStore(Protocol):
+    """Where immutable model versions live: `models/<lineage-key>/…` under one root."""
+
+    @property
+    def root_uri(self) -> str: ...
+
+    def ensure_ready(self) -> StoreLocation:
+        """Create the store if absent (idempotent)."""
+        ...
+
+    def is_ready(self) -> bool:
+        """True when `ensure_ready` has nothing left to do (a cheap world check)."""
+        ...
+
+    def uri_for(self, prefix: str) -> str:
+        """Human-readable address of a prefix, for logs and the report."""
+        ...
+
+    def list_files(self, prefix: str) -> dict[str, int]:
+        """Relative name → size in bytes of every file under `prefix` ({} if none)."""
+        ...
+
+    def read_bytes(self, path: str, start: int = 0, length: int | None = None) -> bytes:
+        """Bytes of one file (a range when `length` is given). Raises FileNotFoundError."""
+        ...
+
+    def iter_chunks(self, path: str, chunk_size: int = 8 << 20) -> Iterator[bytes]:
+        """Stream a whole file, for hashing files larger than memory."""
+        ...
+
+    def local_dir(self, prefix: str) -> Path | None:
+        """A local folder holding `prefix`, when the store is a folder (None otherwise)."""
+        ...
+
+
+@runtime_checkable
+class ImageBuilder(Protocol):
+    """Turns `job_image/` into something the job runner can start."""
+
+    def image_for(self, context_dir: Path) -> ImageRef:
+        """The image that `context_dir` would produce (without building it)."""
+        ...
+
+    def exists(self, image: ImageRef) -> bool: ...
+
+    def build(self, context_dir: Path, on_log: LogCallback) -> ImageRef:
+        """Build (or reuse) the image for `context_dir`; idempotent by content hash."""
+        ...
+
+
+@runtime_checkable
+class JobRunner(Protocol):
+    """Runs the training job to completion, with a deadline."""
+
+    def run(
+        self,
+        image: ImageRef,
+        spec: TrainJobSpec,
+        on_log: LogCallback,
+        on_progress: ProgressCallback,
+    ) -> JobOutcome: ...
+
+
+@runtime_checkable
+class ModelServer(Protocol):
+    """Serves a verified model folder behind `/v1/chat/completions`."""
+
+    def deploy(self, model_prefix: str, served_model_name: str, deadline_s: float) -> Endpoint:
+        """Start a *candidate* server; the current one keeps serving until `promote`."""
+        ...
+
+    def promote(self, endpoint: Endpoint) -> None:
+        """Make the candidate the live server and retire the previous one."""
+        ...
+
+    def discard(self, endpoint: Endpoint) -> None:
+        """Stop a candidate that failed its checks; the previous one keeps serving."""
+        ...
+
+    def release(self, endpoint: Endpoint) -> None:
+        """Stop a live server at the end of a run that was not asked to keep serving."""
+        ...
+
+    def how_to_stop(self, endpoint: Endpoint) -> str:
+        """One sentence telling an operator how to stop a kept server."""
+        ...
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The four parts one backend provides; `wiring.build_backend` picks the implementation."""
+
+    name: str
+    store: ArtifactStore
+    builder: ImageBuilder
+    runner: JobRunner
+    server: ModelServer

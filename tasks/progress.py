@@ -1,0 +1,47 @@
+"""Progress of long steps in the Prefect UI: a progress artifact plus a log line per 10 %."""
+
+from __future__ import annotations
+
+import logging
+import time
+from uuid import UUID
+
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+from tasks.backends.base import Progress
+
+MIN_UPDATE_INTERVAL_S = 2.0
+LOG_EVERY_PERCENT = 10
+
+
+class ProgressReporter:
+    """Callable handed to backends as `on_progress`; throttled so the API is not flooded."""
+
+    def __init__(self, key: str, description: str, logger: logging.LoggerAdapter) -> None:  # type: ignore[type-arg]
+        self.description = description
+        self.logger = logger
+        # Created here, in the task's thread: backends report from reader threads, which
+        # carry no Prefect run context.
+        self._artifact: UUID = create_progress_artifact(
+            progress=0.0, key=key, description=description
+        )
+        self._last_update = time.monotonic()
+        self._last_logged_percent = -LOG_EVERY_PERCENT
+
+    def __call__(self, progress: Progress) -> None:
+        percent = 100.0 * progress.done / progress.total if progress.total > 0 else 0.0
+        percent = max(0.0, min(100.0, percent))
+        now = time.monotonic()
+        if now - self._last_update >= MIN_UPDATE_INTERVAL_S or percent >= 100.0:
+            update_progress_artifact(self._artifact, percent)
+            self._last_update = now
+        if percent - self._last_logged_percent >= LOG_EVERY_PERCENT or percent >= 100.0:
+            self._last_logged_percent = percent
+            self.logger.info(
+                "%s: %3.0f%% (%g/%g) %s",
+                self.description,
+                percent,
+                progress.done,
+                progress.total,
+                progress.message,
+            )

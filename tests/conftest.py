@@ -1,0 +1,24 @@
+"""Test-wide environment: isolated Prefect home, offline Hugging Face, loopback only.
+
+Set before anything imports Prefect, so no test ever touches `~/.prefect` or the network.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_SCRATCH = Path(tempfile.mkdtemp(prefix="emoji-tests-"))
+os.environ["PREFECT_HOME"] = str(_SCRATCH / "prefect")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_LOGGING_LEVEL"] = os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ["HF_HOME"] = str(_SCRATCH / "hf")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["TQDM_DISABLE"] = "1"
+for _name in list(os.environ):
+    if _name.startswith("PIPELINE_"):  # an operator's settings must not leak into tests
+        del os.environ[_name]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,137 @@
+"""The local backend's store, image snapshot and job runner, on real folders and processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.backends.base import (
+    ArtifactStore,
+    ConfigurationError,
+    ImageRef,
+    TrainingFailed,
+    TrainJobSpec,
+    TransientError,
+)
+from tasks.backends.local import LocalImageBuilder
+from tasks.backends.local_job import LocalJobRunner
+from tasks.backends.local_store import LocalFolderStore
+
+
+def test_store_is_idempotent_and_satisfies_the_protocol(tmp_path: Path) -> None:
+    store = LocalFolderStore(tmp_path / "store")
+    assert isinstance(store, ArtifactStore)
+    assert not store.is_ready()
+    assert store.ensure_ready().created is True
+    assert store.ensure_ready().created is False
+    assert store.is_ready()
+
+
+def test_store_reads_ranges_and_refuses_escapes(tmp_path: Path) -> None:
+    store = LocalFolderStore(tmp_path)
+    (tmp_path / "models" / "k").mkdir(parents=True)
+    (tmp_path / "models" / "k" / "a.bin").write_bytes(b"0123456789")
+    assert store.list_files("models/k") == {"a.bin": 10}
+    assert store.list_files("models/missing") == {}
+    assert store.read_bytes("models/k/a.bin", 2, 3) == b"234"
+    assert b"".join(store.iter_chunks("models/k/a.bin", chunk_size=4)) == b"0123456789"
+    with pytest.raises(ValueError, match="escapes"):
+        store.path("../outside")
+
+
+def _fake_job(folder: Path, body: str) -> ImageRef:
+    """A job image whose finetune.py is a small script (the real one is tested in tests/train)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "finetune.py").write_text(body)
+    return ImageRef(uri=str(folder), digest="sha256:test", built=True)
+
+
+WRITE_MANIFEST = """
+import json, pathlib, sys
+args = sys.argv[1:]
+out = pathlib.Path(args[args.index('--output-dir') + 1])
+out.mkdir(parents=True, exist_ok=True)
+print('PROGRESS {"phase": "train", "step": 1, "total": 1}')
+(out / 'MANIFEST.json').write_text(json.dumps({'lineage_key': args[args.index('--key') + 1]}))
+"""
+
+
+def _spec(key: str = "k1") -> TrainJobSpec:
+    return TrainJobSpec(
+        lineage_key=key, output_prefix=f"models/{key}", args=("--key", key), deadline_s=60
+    )
+
+
+def test_runner_trains_then_reuses_what_is_in_the_store(tmp_path: Path) -> None:
+    store = LocalFolderStore(tmp_path / "store")
+    store.ensure_ready()
+    image = _fake_job(tmp_path / "image", WRITE_MANIFEST)
+    runner = LocalJobRunner(store)
+    progress: list[object] = []
+    first = runner.run(image, _spec(), on_log=lambda _: None, on_progress=progress.append)
+    assert not first.reused and len(progress) == 1
+    second = runner.run(image, _spec(), on_log=lambda _: None, on_progress=progress.append)
+    assert second.reused and len(progress) == 1  # nothing ran the second time
+    assert not (tmp_path / "store" / "runs" / "k1.lock").exists()
+
+
+def test_runner_maps_exit_codes_to_typed_errors(tmp_path: Path) -> None:
+    store = LocalFolderStore(tmp_path / "store")
+    store.ensure_ready()
+    runner = LocalJobRunner(store)
+    bad_input = _fake_job(
+        tmp_path / "bad", "import sys\nprint('error: data has no emoji column')\nsys.exit(2)\n"
+    )
+    with pytest.raises(ConfigurationError, match="no emoji column"):
+        runner.run(bad_input, _spec(), on_log=lambda _: None, on_progress=lambda _: None)
+    crash = _fake_job(tmp_path / "crash", "raise SystemExit(1)\n")
+    with pytest.raises(TrainingFailed, match="exited with code 1"):
+        runner.run(crash, _spec(), on_log=lambda _: None, on_progress=lambda _: None)
+    silent = _fake_job(tmp_path / "silent", "pass\n")
+    with pytest.raises(TrainingFailed, match="no complete model"):
+        runner.run(silent, _spec(), on_log=lambda _: None, on_progress=lambda _: None)
+
+
+def test_runner_never_starts_a_second_execution_for_a_running_key(tmp_path: Path) -> None:
+    store = LocalFolderStore(tmp_path / "store")
+    store.ensure_ready()
+    image = _fake_job(tmp_path / "image", WRITE_MANIFEST)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    lock = tmp_path / "store" / "runs" / "k1.lock"
+    try:
+        lock.write_text(json.dumps({"pid": holder.pid, "execution": "other"}))
+        with pytest.raises(TransientError, match="still running"):
+            LocalJobRunner(store).run(
+                image, _spec(), on_log=lambda _: None, on_progress=lambda _: None
+            )
+        assert not (tmp_path / "store" / "models" / "k1").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder is gone: its lock is stale and the next run takes over.
+    outcome = LocalJobRunner(store).run(
+        image, _spec(), on_log=lambda _: None, on_progress=lambda _: None
+    )
+    assert not outcome.reused and not lock.exists()
+
+
+def test_image_snapshot_is_content_addressed(tmp_path: Path) -> None:
+    store = LocalFolderStore(tmp_path / "store")
+    store.ensure_ready()
+    context = tmp_path / "job_image"
+    context.mkdir()
+    (context / "finetune.py").write_text("print(1)\n")
+    builder = LocalImageBuilder(store)
+    wanted = builder.image_for(context)
+    assert not builder.exists(wanted)
+    built = builder.build(context, on_log=lambda _: None)
+    assert built.built and built.digest == wanted.digest and builder.exists(wanted)
+    assert builder.build(context, on_log=lambda _: None).built is False
+    (context / "finetune.py").write_text("print(2)\n")
+    assert builder.image_for(context).digest != wanted.digest
+    # The snapshot keeps the code that was built, whatever happens to the checkout.
+    assert (Path(wanted.uri) / "finetune.py").read_text() == "print(1)\n"
