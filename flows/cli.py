@@ -16,6 +16,7 @@ from pydantic.fields import FieldInfo
 
 from core.revisions import check_dataset_source, check_model_source
 from flows.settings import PipelineSettings, SettingsError, load_settings
+from flows.wiring import build_backend
 from tasks.backends.base import ConfigurationError, PipelineError
 
 # option → (section, field); section None means a top-level field.
@@ -111,6 +112,7 @@ def settings_from_argv(argv: Sequence[str] | None) -> PipelineSettings:
     settings = load_settings(**overrides_from_args(namespace))
     check_model_source(settings.model.base_model)
     check_dataset_source(settings.data.dataset)
+    build_backend(settings)  # an unavailable backend is a settings error too
     return settings
 
 

@@ -61,9 +61,11 @@ class DataSettings(_Section):
         title="Dataset revision",
         description="Commit sha of a hub dataset; local files are addressed by content hash.",
     )
-    sample_size: int = Field(1000, ge=8, le=1_000_000, title="Rows sampled for training + eval")
-    eval_size: int = Field(50, ge=1, title="Held-out rows for evaluation")
-    seed: int = Field(42, ge=0, title="Sampling and training seed")
+    sample_size: int = Field(
+        1000, ge=8, le=1_000_000, description="Rows drawn at random for training + evaluation."
+    )
+    eval_size: int = Field(50, ge=1, description="Rows of the sample held out for evaluation.")
+    seed: int = Field(42, ge=0, description="Seed for sampling, LoRA init and training order.")
 
     @model_validator(mode="after")
     def _eval_leaves_training_rows(self) -> DataSettings:
@@ -79,19 +81,20 @@ class TrainingSettings(_Section):
     method: Literal["auto", "lora", "qlora"] = Field(
         "auto", description="auto = QLoRA (4-bit) on a CUDA GPU, plain LoRA elsewhere."
     )
-    lora_r: int = Field(16, ge=1, le=512)
-    lora_alpha: int = Field(32, ge=1, le=4096)
-    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    lora_r: int = Field(16, ge=1, le=512, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, le=4096, description="LoRA scaling (alpha).")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on LoRA layers.")
     target_modules: tuple[str, ...] = Field(
         ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
         min_length=1,
+        description="Modules that get LoRA adapters (comma-separated on the CLI).",
     )
-    epochs: float = Field(1.0, gt=0, le=100)
-    max_steps: int = Field(-1, ge=-1, description="-1 = run the full epochs.")
-    learning_rate: float = Field(2e-4, gt=0, le=1.0)
-    batch_size: int = Field(4, ge=1, le=1024)
-    grad_accum: int = Field(2, ge=1, le=1024)
-    max_length: int = Field(256, ge=16, le=32768)
+    epochs: float = Field(1.0, gt=0, le=100, description="Passes over the training rows.")
+    max_steps: int = Field(-1, ge=-1, description="Optimizer steps; -1 = run the full epochs.")
+    learning_rate: float = Field(2e-4, gt=0, le=1.0, description="Peak learning rate.")
+    batch_size: int = Field(4, ge=1, le=1024, description="Examples per device per step.")
+    grad_accum: int = Field(2, ge=1, le=1024, description="Gradient accumulation steps.")
+    max_length: int = Field(256, ge=16, le=32768, description="Max tokens per example.")
     timeout_s: PositiveSeconds = Field(
         3600, description="Deadline for one training job (Cloud Run caps GPU tasks at 1 h)."
     )
@@ -111,13 +114,17 @@ class ServingSettings(_Section):
     )
     host: str = Field("127.0.0.1", description="Local servers bind here (loopback by default).")
     port: int = Field(0, ge=0, le=65535, description="0 = pick a free port.")
-    startup_timeout_s: PositiveSeconds = 300
+    startup_timeout_s: PositiveSeconds = Field(
+        300, description="Deadline for the server to load the model and answer /health."
+    )
     keep_serving: bool = Field(
         False, description="Leave the server running after the run (prints how to stop it)."
     )
-    smoke_prompt: str = Field(CODELAB_PROMPT, min_length=1)
-    smoke_timeout_s: PositiveSeconds = 120
-    max_tokens: int = Field(24, ge=1, le=4096)
+    smoke_prompt: str = Field(
+        CODELAB_PROMPT, min_length=1, description="Prompt of the smoke test (and verify)."
+    )
+    smoke_timeout_s: PositiveSeconds = Field(120, description="Deadline of the smoke request.")
+    max_tokens: int = Field(24, ge=1, le=4096, description="Answer budget of the smoke test.")
 
 
 class LocalSettings(_Section):
@@ -132,7 +139,7 @@ _PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 
 class GcpSettings(_Section):
     project: str | None = Field(None, description="Google Cloud project id (required for gcp).")
-    region: str = "europe-west1"
+    region: str = Field("europe-west1", description="Region with Cloud Run L4 GPUs.")
 
     @field_validator("project")
     @classmethod

@@ -22,3 +22,22 @@ for _name in list(os.environ):
         del os.environ[_name]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+import pytest  # noqa: E402  (after the environment is set)
+
+SAMPLE_DATASET = REPO_ROOT / "data" / "text2emoji_sample.jsonl"
+
+
+@pytest.fixture(scope="session")
+def sample_dataset_path() -> Path:
+    """The committed sample in Text2Emoji's schema."""
+    return SAMPLE_DATASET
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Gemma 3 chat model, pre-trained briefly on the sample, built once per session."""
+    from demo.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model", SAMPLE_DATASET)

@@ -23,7 +23,7 @@ def test_output_is_streamed_and_progress_separated() -> None:
     script = (
         "import sys\n"
         "print('hello')\n"
-        "print('PROGRESS {\"phase\": \"train\", \"step\": 1, \"total\": 2}')\n"
+        'print(\'PROGRESS {"phase": "train", "step": 1, "total": 2}\')\n'
         "print('world', file=sys.stderr)\n"
         "sys.exit(3)\n"
     )

@@ -43,7 +43,7 @@ def test_invalid_value_names_field_and_env_variable(
 def test_cross_field_rules_explain_the_fix() -> None:
     with pytest.raises(SettingsError, match=r"eval_size \(50\) must be smaller"):
         load_settings(data={"sample_size": 40, "eval_size": 50})
-    with pytest.raises(SettingsError, match="backend 'gcp' needs gcp.project"):
+    with pytest.raises(SettingsError, match=r"backend 'gcp' needs gcp\.project"):
         load_settings(backend="gcp")
 
 
