@@ -8,6 +8,7 @@ records latency, so the report shows how the served model actually answers.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import emoji
@@ -40,7 +41,11 @@ def chat_payload(model: str, prompt: str, max_tokens: int) -> dict[str, object]:
 
 
 def run_smoke_test(
-    endpoint: Endpoint, prompt: str, max_tokens: int, timeout_s: float
+    endpoint: Endpoint,
+    prompt: str,
+    max_tokens: int,
+    timeout_s: float,
+    headers: Mapping[str, str] | None = None,
 ) -> SmokeResult:
     """POST the prompt; require HTTP 200 and a non-empty answer containing emoji."""
     url = endpoint.base_url.rstrip("/") + CHAT_PATH
@@ -49,7 +54,7 @@ def run_smoke_test(
         response = httpx.post(
             url,
             json=chat_payload(endpoint.model, prompt, max_tokens),
-            headers=dict(endpoint.headers),
+            headers=dict(headers or {}),
             timeout=timeout_s,
         )
     except httpx.TransportError as error:

@@ -79,11 +79,11 @@ def finetune_pipeline(settings: PipelineSettings | None = None) -> PipelineResul
     dataset_revision = resolve_dataset_revision(settings.data.dataset, settings.data.revision)
 
     # 1. Provision the store (a folder locally; bucket, secret, registry… on GCP).
-    store = backend.store
+    store, provisioner = backend.store, backend.provisioner
     log.run(
         "provision",
-        lambda: provision.with_options(refresh_cache=not store.is_ready())(
-            store, cache_key=f"provision-{backend.name}-{store.root_uri}", return_state=True
+        lambda: provision.with_options(refresh_cache=not provisioner.is_ready())(
+            provisioner, cache_key=f"provision-{backend.name}-{store.root_uri}", return_state=True
         ),
     )
 
@@ -123,7 +123,7 @@ def finetune_pipeline(settings: PipelineSettings | None = None) -> PipelineResul
         ),
     )
     smoke = _smoke_or_discard(log, backend, endpoint, settings)
-    if settings.serving.keep_serving:
+    if settings.keeps_serving:
         log.run("promote", lambda: promote(backend.server, endpoint, return_state=True))
         serving_note = f"kept running; stop with `{backend.server.how_to_stop(endpoint)}`"
     else:
@@ -137,7 +137,7 @@ def finetune_pipeline(settings: PipelineSettings | None = None) -> PipelineResul
         metrics=dict(verified.metrics),
         endpoint=endpoint,
         answer=smoke.answer,
-        kept_serving=settings.serving.keep_serving,
+        kept_serving=settings.keeps_serving,
         stop_hint=backend.server.how_to_stop(endpoint),
         steps=log.steps,
     )
@@ -169,6 +169,7 @@ def _smoke_or_discard(
         return log.run(
             "smoke",
             lambda: smoke_test(
+                backend.server,
                 endpoint,
                 serving.smoke_prompt,
                 serving.max_tokens,

@@ -117,8 +117,12 @@ class ServingSettings(_Section):
     startup_timeout_s: PositiveSeconds = Field(
         300, description="Deadline for the server to load the model and answer /health."
     )
-    keep_serving: bool = Field(
-        False, description="Leave the server running after the run (prints how to stop it)."
+    keep_serving: bool | None = Field(
+        None,
+        description=(
+            "Leave the new server serving after the run; unset = the backend's default "
+            "(a Cloud Run service stays, a local server stops)."
+        ),
     )
     smoke_prompt: str = Field(
         CODELAB_PROMPT, min_length=1, description="Prompt of the smoke test (and verify)."
@@ -172,6 +176,13 @@ class PipelineSettings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     local: LocalSettings = LocalSettings()
     gcp: GcpSettings = GcpSettings()
+
+    @property
+    def keeps_serving(self) -> bool:
+        """Whether a model that passed its smoke test takes over serving after the run."""
+        if self.serving.keep_serving is not None:
+            return self.serving.keep_serving
+        return self.backend == "gcp"
 
     @model_validator(mode="after")
     def _backend_has_what_it_needs(self) -> PipelineSettings:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from tasks.backends.base import ArtifactStore, StoreLocation
+from tasks.backends.base import Provisioner, ProvisionReport
 from tasks.policy import CACHED_TASK_OPTIONS
 
 
 @task(name="provision", **CACHED_TASK_OPTIONS)
-def provision(store: ArtifactStore, cache_key: str) -> StoreLocation:
+def provision(provisioner: Provisioner, cache_key: str) -> ProvisionReport:
     """Idempotent: get → create if absent; a second run changes nothing."""
-    location = store.ensure_ready()
-    verb = "created" if location.created else "already present"
-    get_run_logger().info("store %s: %s", verb, location.uri)
-    return location
+    logger = get_run_logger()
+    report = provisioner.ensure(on_log=logger.info)
+    logger.info(
+        "provisioned %s (created: %s)", report.store_uri, ", ".join(report.created) or "nothing"
+    )
+    return report

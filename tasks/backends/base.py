@@ -57,11 +57,11 @@ class SmokeTestFailed(PipelineError):
 
 
 @dataclass(frozen=True)
-class StoreLocation:
-    """Where the store lives (a folder for `local`, a bucket for `gcp`)."""
+class ProvisionReport:
+    """What provisioning found: the store's address and what this run had to create."""
 
-    uri: str
-    created: bool
+    store_uri: str
+    created: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,6 @@ class Endpoint:
     model: str
     engine: str
     handle: str
-    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -130,14 +129,6 @@ class ArtifactStore(Protocol):
     @property
     def root_uri(self) -> str: ...
 
-    def ensure_ready(self) -> StoreLocation:
-        """Create the store if absent (idempotent)."""
-        ...
-
-    def is_ready(self) -> bool:
-        """True when `ensure_ready` has nothing left to do (a cheap world check)."""
-        ...
-
     def uri_for(self, prefix: str) -> str:
         """Human-readable address of a prefix, for logs and the report."""
         ...
@@ -156,6 +147,19 @@ class ArtifactStore(Protocol):
 
     def local_dir(self, prefix: str) -> Path | None:
         """A local folder holding `prefix`, when the store is a folder (None otherwise)."""
+        ...
+
+
+@runtime_checkable
+class Provisioner(Protocol):
+    """Creates what the other parts need (store, accounts, secrets, registries); idempotent."""
+
+    def is_ready(self) -> bool:
+        """True when `ensure` has nothing left to do (a cheap world check for the cache)."""
+        ...
+
+    def ensure(self, on_log: LogCallback) -> ProvisionReport:
+        """get → create if absent → re-get, for every resource; a second call creates nothing."""
         ...
 
 
@@ -211,12 +215,18 @@ class ModelServer(Protocol):
         """One sentence telling an operator how to stop a kept server."""
         ...
 
+    def request_headers(self, endpoint: Endpoint) -> Mapping[str, str]:
+        """Headers a client needs (an identity token on Cloud Run); fetched when used, so no
+        credential is ever stored in a task result."""
+        ...
+
 
 @dataclass(frozen=True)
 class Backend:
     """The four parts one backend provides; `wiring.build_backend` picks the implementation."""
 
     name: str
+    provisioner: Provisioner
     store: ArtifactStore
     builder: ImageBuilder
     runner: JobRunner

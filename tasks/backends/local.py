@@ -57,6 +57,7 @@ def build_local_backend(root: Path, engine: str, host: str, port: int) -> Backen
     store = LocalFolderStore(root)
     return Backend(
         name="local",
+        provisioner=store,
         store=store,
         builder=LocalImageBuilder(store),
         runner=LocalJobRunner(store),

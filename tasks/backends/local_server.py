@@ -144,6 +144,9 @@ class LocalModelServer:
     def how_to_stop(self, endpoint: Endpoint) -> str:
         return f"kill -TERM -- -{endpoint.handle}   (the server's process group)"
 
+    def request_headers(self, endpoint: Endpoint) -> dict[str, str]:
+        return {}  # a loopback server needs no credentials
+
 
 def wait_until_ready(
     endpoint: Endpoint, process: subprocess.Popen[bytes], deadline_s: float, log_path: Path

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.backends.base import StoreLocation
+from tasks.backends.base import LogCallback, ProvisionReport
 
 STORE_DIRS = ("models", "runs", "logs")
 
@@ -27,11 +27,13 @@ class LocalFolderStore:
             raise ValueError(f"prefix {prefix!r} escapes the store root {self.root}")
         return candidate
 
-    def ensure_ready(self) -> StoreLocation:
-        created = not self.is_ready()
-        for name in STORE_DIRS:
-            (self.root / name).mkdir(parents=True, exist_ok=True)
-        return StoreLocation(uri=self.root_uri, created=created)
+    def ensure(self, on_log: LogCallback) -> ProvisionReport:
+        """The store is the only thing to provision locally (it is also the `Provisioner`)."""
+        created = tuple(name for name in STORE_DIRS if not (self.root / name).is_dir())
+        for name in created:
+            (self.root / name).mkdir(parents=True)
+        on_log(f"store {self.root}: created {', '.join(created) or 'nothing'}")
+        return ProvisionReport(store_uri=self.root_uri, created=created)
 
     def is_ready(self) -> bool:
         return all((self.root / name).is_dir() for name in STORE_DIRS)

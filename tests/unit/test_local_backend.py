@@ -13,6 +13,7 @@ from tasks.backends.base import (
     ArtifactStore,
     ConfigurationError,
     ImageRef,
+    Provisioner,
     TrainingFailed,
     TrainJobSpec,
     TransientError,
@@ -25,9 +26,10 @@ from tasks.backends.local_store import LocalFolderStore
 def test_store_is_idempotent_and_satisfies_the_protocol(tmp_path: Path) -> None:
     store = LocalFolderStore(tmp_path / "store")
     assert isinstance(store, ArtifactStore)
+    assert isinstance(store, Provisioner)
     assert not store.is_ready()
-    assert store.ensure_ready().created is True
-    assert store.ensure_ready().created is False
+    assert store.ensure(on_log=lambda _: None).created == ("models", "runs", "logs")
+    assert store.ensure(on_log=lambda _: None).created == ()
     assert store.is_ready()
 
 
@@ -68,7 +70,7 @@ def _spec(key: str = "k1") -> TrainJobSpec:
 
 def test_runner_trains_then_reuses_what_is_in_the_store(tmp_path: Path) -> None:
     store = LocalFolderStore(tmp_path / "store")
-    store.ensure_ready()
+    store.ensure(on_log=lambda _: None)
     image = _fake_job(tmp_path / "image", WRITE_MANIFEST)
     runner = LocalJobRunner(store)
     progress: list[object] = []
@@ -81,7 +83,7 @@ def test_runner_trains_then_reuses_what_is_in_the_store(tmp_path: Path) -> None:
 
 def test_runner_maps_exit_codes_to_typed_errors(tmp_path: Path) -> None:
     store = LocalFolderStore(tmp_path / "store")
-    store.ensure_ready()
+    store.ensure(on_log=lambda _: None)
     runner = LocalJobRunner(store)
     bad_input = _fake_job(
         tmp_path / "bad", "import sys\nprint('error: data has no emoji column')\nsys.exit(2)\n"
@@ -98,7 +100,7 @@ def test_runner_maps_exit_codes_to_typed_errors(tmp_path: Path) -> None:
 
 def test_runner_never_starts_a_second_execution_for_a_running_key(tmp_path: Path) -> None:
     store = LocalFolderStore(tmp_path / "store")
-    store.ensure_ready()
+    store.ensure(on_log=lambda _: None)
     image = _fake_job(tmp_path / "image", WRITE_MANIFEST)
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     lock = tmp_path / "store" / "runs" / "k1.lock"
@@ -121,7 +123,7 @@ def test_runner_never_starts_a_second_execution_for_a_running_key(tmp_path: Path
 
 def test_image_snapshot_is_content_addressed(tmp_path: Path) -> None:
     store = LocalFolderStore(tmp_path / "store")
-    store.ensure_ready()
+    store.ensure(on_log=lambda _: None)
     context = tmp_path / "job_image"
     context.mkdir()
     (context / "finetune.py").write_text("print(1)\n")

@@ -29,7 +29,7 @@ from core.verification import (
     verify_model,
 )
 from demo.tiny_model import ModelShape, build_tokenizer, generation_config, model_config
-from tasks.backends.base import ArtifactStore, StoreLocation, VerificationFailed
+from tasks.backends.base import ArtifactStore, VerificationFailed
 from tasks.backends.local_store import LocalFolderStore
 
 KEY = "0123456789abcdef"
@@ -107,7 +107,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture
 def store(tmp_path: Path) -> LocalFolderStore:
     store = LocalFolderStore(tmp_path / "store")
-    store.ensure_ready()
+    store.ensure(on_log=lambda _: None)
     return store
 
 
@@ -128,12 +128,6 @@ class RemoteLikeStore:
     @property
     def root_uri(self) -> str:
         return "gs://test-bucket"
-
-    def ensure_ready(self) -> StoreLocation:
-        return self.inner.ensure_ready()
-
-    def is_ready(self) -> bool:
-        return self.inner.is_ready()
 
     def uri_for(self, prefix: str) -> str:
         return f"gs://test-bucket/{prefix}"
