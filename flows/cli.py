@@ -50,6 +50,7 @@ OPTIONS: dict[str, tuple[str | None, str]] = {
     "--store": ("local", "root"),
     "--gcp-project": ("gcp", "project"),
     "--gcp-region": ("gcp", "region"),
+    "--gcp-bucket": ("gcp", "bucket"),
 }
 KEEP_SERVING = ("serving", "keep_serving")
 
@@ -72,13 +73,19 @@ def _help(section: str | None, name: str) -> str:
     return f"{text} [default: {default}; env {env}]"
 
 
-def build_parser() -> argparse.ArgumentParser:
+PIPELINE_DESCRIPTION = (
+    "Fine-tune a chat model to answer in emoji and serve it behind an OpenAI-compatible "
+    "/v1/chat/completions endpoint: provision → build → train → verify → deploy → smoke."
+)
+
+
+def build_parser(
+    prog: str = "python -m flows.finetune", description: str = PIPELINE_DESCRIPTION
+) -> argparse.ArgumentParser:
+    """The settings options, shared by every command that acts on a pipeline's resources."""
     parser = argparse.ArgumentParser(
-        prog="python -m flows.finetune",
-        description=(
-            "Fine-tune a chat model to answer in emoji and serve it behind an OpenAI-compatible "
-            "/v1/chat/completions endpoint: provision → build → train → verify → deploy → smoke."
-        ),
+        prog=prog,
+        description=description,
         epilog="Every option can also be set with its PIPELINE_… environment variable or .env.",
     )
     for option, (section, name) in OPTIONS.items():
@@ -100,16 +107,22 @@ def overrides_from_args(namespace: argparse.Namespace) -> dict[str, Any]:
     """`{"model": {"base_model": …}, "backend": …}` from the options actually given."""
     overrides: dict[str, Any] = {}
     for dest, value in vars(namespace).items():
+        if ":" not in dest:
+            continue  # a command's own flag, not a setting
         section, name = dest.split(":")
         target = overrides.setdefault(section, {}) if section else overrides
         target[name] = value
     return overrides
 
 
+def settings_from_namespace(namespace: argparse.Namespace) -> PipelineSettings:
+    """Validate the options given; raises SettingsError with one line."""
+    return load_settings(**overrides_from_args(namespace))
+
+
 def settings_from_argv(argv: Sequence[str] | None) -> PipelineSettings:
     """Parse, validate and preflight; raises SettingsError/ConfigurationError with one line."""
-    namespace = build_parser().parse_args(argv)
-    settings = load_settings(**overrides_from_args(namespace))
+    settings = settings_from_namespace(build_parser().parse_args(argv))
     check_model_source(settings.model.base_model)
     check_dataset_source(settings.data.dataset)
     build_backend(settings)  # an unavailable backend is a settings error too

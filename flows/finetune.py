@@ -33,7 +33,7 @@ from tasks.provision import provision
 from tasks.serve import deploy, promote
 from tasks.smoke import smoke_test
 from tasks.train import train
-from tasks.verify import verify
+from tasks.verify import verify, verify_cache_key
 
 T = TypeVar("T")
 
@@ -68,7 +68,12 @@ class StepLog:
 
 @flow(name="emoji-finetune", log_prints=True)
 def finetune_pipeline(settings: PipelineSettings | None = None) -> PipelineResult:
-    """Fine-tune the base model on the emoji dataset and serve it behind /v1/chat/completions."""
+    """Fine-tune the base model on the emoji dataset and serve it behind /v1/chat/completions.
+
+    Args:
+        settings: Every pipeline setting, grouped by step. Fields left unset come from the
+            worker's PIPELINE_* environment and `.env`, then the defaults (the codelab's).
+    """
     settings = settings or load_settings()
     logger = get_run_logger()
     backend = build_backend(settings)
@@ -77,6 +82,13 @@ def finetune_pipeline(settings: PipelineSettings | None = None) -> PipelineResul
     # 0. Preflight: pin the inputs (fails on bad paths / unresolvable revisions, creating nothing).
     model_revision = resolve_model_revision(settings.model.base_model, settings.model.revision)
     dataset_revision = resolve_dataset_revision(settings.data.dataset, settings.data.revision)
+    if settings.data.revision and settings.data.revision != dataset_revision:
+        logger.warning(
+            "dataset %s changed again since revision %s was requested: training on %s",
+            settings.data.dataset,
+            settings.data.revision,
+            dataset_revision,
+        )
 
     # 1. Provision the store (a folder locally; bucket, secret, registry… on GCP).
     store, provisioner = backend.store, backend.provisioner
@@ -147,6 +159,7 @@ def _verify(
     log: StepLog, backend: Backend, lineage: Lineage, settings: PipelineSettings
 ) -> VerifiedModel:
     digest = manifest_digest(backend.store, lineage.model_prefix) or "absent"
+    quality = settings.quality.model_dump()  # the gate's thresholds (core.quality_gate)
     return log.run(
         "verify",
         lambda: verify(
@@ -154,7 +167,8 @@ def _verify(
             lineage.model_prefix,
             lineage.key,
             settings.serving.smoke_prompt,
-            cache_key=f"verify-{lineage.key}-{digest}",
+            quality,
+            cache_key=verify_cache_key(lineage.key, digest, quality),
             return_state=True,
         ),
     )

@@ -2,18 +2,21 @@
 
 Values come from (highest first) explicit arguments (CLI / flow parameters), environment
 variables prefixed `PIPELINE_` (nested with `__`, e.g. `PIPELINE_TRAINING__LEARNING_RATE`),
-a `.env` file, then the defaults below, which reproduce the Cloud Run fine-tuning codelab.
+a `.env` file in the working directory (or the file `PIPELINE_ENV_FILE` names), then the
+defaults below, which reproduce the Cloud Run fine-tuning codelab.
 A bad value fails here, with the field and the fix, before any cloud change or GPU minute.
 """
 
 from __future__ import annotations
 
-import re
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from tasks.backends.gcp_config import GPU_TASK_CAP_S, GcpSettings
 
 ENV_PREFIX = "PIPELINE_"
 CODELAB_PROMPT = (
@@ -30,6 +33,8 @@ class _Section(BaseModel):
 
 
 class ModelSettings(_Section):
+    """The base model and the name the served model answers to."""
+
     base_model: str = Field(
         "google/gemma-3-1b-it",
         title="Base model",
@@ -50,6 +55,8 @@ class ModelSettings(_Section):
 
 
 class DataSettings(_Section):
+    """Which rows train and evaluate the model."""
+
     dataset: str = Field(
         "KomeijiForce/Text2Emoji",
         title="Dataset",
@@ -78,13 +85,16 @@ class DataSettings(_Section):
 
 
 class TrainingSettings(_Section):
+    """LoRA/QLoRA hyperparameters and the training deadline."""
+
     method: Literal["auto", "lora", "qlora"] = Field(
         "auto", description="auto = QLoRA (4-bit) on a CUDA GPU, plain LoRA elsewhere."
     )
     lora_r: int = Field(16, ge=1, le=512, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, le=4096, description="LoRA scaling (alpha).")
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on LoRA layers.")
-    target_modules: tuple[str, ...] = Field(
+    # NoDecode: the env value "q_proj,v_proj" reaches the comma splitter below, not a JSON parser.
+    target_modules: Annotated[tuple[str, ...], NoDecode] = Field(
         ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
         min_length=1,
         description="Modules that get LoRA adapters (comma-separated on the CLI).",
@@ -108,7 +118,36 @@ class TrainingSettings(_Section):
         return value
 
 
+class QualitySettings(_Section):
+    """The evaluation gate: what the held-out metrics must show before a model is served."""
+
+    min_emoji_only_rate: float = Field(
+        0.5, ge=0.0, le=1.0, description="Least share of held-out answers that are emoji only."
+    )
+    max_eval_loss: float | None = Field(
+        None, gt=0, description="Highest held-out answer loss allowed; unset = no absolute cap."
+    )
+    require_improvement_over_base: bool = Field(
+        True,
+        description=(
+            "The tuned model must beat the base model on the same held-out rows: lower loss, "
+            "emoji-only rate and emoji F1 no worse."
+        ),
+    )
+    max_loss_regression: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Relative slack on 'lower loss', for a base that is already near-perfect on these "
+            "rows like the tiny demo model (0.1 = up to 10% above the base's loss)."
+        ),
+    )
+
+
 class ServingSettings(_Section):
+    """The model server, its deadlines and the smoke test."""
+
     engine: Literal["auto", "vllm", "transformers"] = Field(
         "auto", description="Local server: vLLM's OpenAI server when importable, else transformers."
     )
@@ -132,28 +171,12 @@ class ServingSettings(_Section):
 
 
 class LocalSettings(_Section):
+    """The `local` backend: where its store folder lives."""
+
     root: Path = Field(
         Path(".pipeline"),
         description="Folder standing in for the bucket: models/, runs/ and the server state.",
     )
-
-
-_PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
-
-
-class GcpSettings(_Section):
-    project: str | None = Field(None, description="Google Cloud project id (required for gcp).")
-    region: str = Field("europe-west1", description="Region with Cloud Run L4 GPUs.")
-
-    @field_validator("project")
-    @classmethod
-    def _valid_project_id(cls, value: str | None) -> str | None:
-        if value is not None and not _PROJECT_ID.match(value):
-            raise ValueError(
-                "must be a project id: 6-30 lowercase letters, digits or hyphens, "
-                "starting with a letter (see `gcloud projects list`)"
-            )
-        return value
 
 
 class PipelineSettings(BaseSettings):
@@ -162,7 +185,7 @@ class PipelineSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
-        env_file=".env",
+        env_file=os.environ.get("PIPELINE_ENV_FILE", ".env"),
         extra="forbid",
         frozen=True,
     )
@@ -173,6 +196,7 @@ class PipelineSettings(BaseSettings):
     model: ModelSettings = ModelSettings()
     data: DataSettings = DataSettings()
     training: TrainingSettings = TrainingSettings()
+    quality: QualitySettings = QualitySettings()
     serving: ServingSettings = ServingSettings()
     local: LocalSettings = LocalSettings()
     gcp: GcpSettings = GcpSettings()
@@ -186,9 +210,17 @@ class PipelineSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _backend_has_what_it_needs(self) -> PipelineSettings:
-        if self.backend == "gcp" and not self.gcp.project:
+        if self.backend != "gcp":
+            return self
+        if not self.gcp.project:
             raise ValueError(
                 "backend 'gcp' needs gcp.project: set PIPELINE_GCP__PROJECT or --gcp-project"
+            )
+        if self.training.timeout_s > GPU_TASK_CAP_S:
+            raise ValueError(
+                f"training.timeout_s ({self.training.timeout_s:g}) exceeds Cloud Run's "
+                f"{GPU_TASK_CAP_S} s cap on GPU job tasks; lower PIPELINE_TRAINING__TIMEOUT_S "
+                "or --train-timeout"
             )
         return self
 

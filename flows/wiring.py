@@ -14,6 +14,10 @@ def build_backend(settings: PipelineSettings) -> Backend:
         return build_local_backend(
             settings.local.root, engine=serving.engine, host=serving.host, port=serving.port
         )
-    raise ConfigurationError(
-        "backend 'gcp' is not available in this version yet; use backend=local"
-    )
+    try:  # Google's client libraries are an optional extra: only gcp runs need them
+        from tasks.backends.gcp import build_gcp_backend
+    except ImportError as error:
+        raise ConfigurationError(
+            f"backend 'gcp' needs the gcp extra ({error.name} is missing): pip install -e '.[gcp]'"
+        ) from None
+    return build_gcp_backend(settings.gcp)

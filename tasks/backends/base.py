@@ -221,6 +221,27 @@ class ModelServer(Protocol):
         ...
 
 
+@runtime_checkable
+class Teardown(Protocol):
+    """Stops what costs money and, only when asked, deletes what runs created."""
+
+    def stop_serving(self, on_log: LogCallback) -> bool:
+        """Stop the live server (local process / Cloud Run service); False if none ran."""
+        ...
+
+    def delete_job(self, on_log: LogCallback) -> bool:
+        """Delete the training job definition; False if there was none."""
+        ...
+
+    def delete_images(self, on_log: LogCallback) -> int:
+        """Delete the training images; returns how many were deleted."""
+        ...
+
+    def delete_models(self, on_log: LogCallback) -> int:
+        """Delete every trained model version; returns how many were deleted."""
+        ...
+
+
 @dataclass(frozen=True)
 class Backend:
     """The four parts one backend provides; `wiring.build_backend` picks the implementation."""
@@ -231,3 +252,4 @@ class Backend:
     builder: ImageBuilder
     runner: JobRunner
     server: ModelServer
+    teardown: Teardown

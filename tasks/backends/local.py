@@ -6,60 +6,25 @@ container image, a subprocess for the Cloud Run job and a loopback server for th
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from core.hashing import sha256_tree, tree_files
-from tasks.backends.base import Backend, ImageRef, LogCallback
+from tasks.backends.base import Backend
+from tasks.backends.local_image import LocalImageBuilder
 from tasks.backends.local_job import LocalJobRunner
 from tasks.backends.local_server import LocalModelServer
 from tasks.backends.local_store import LocalFolderStore
-
-IMAGES_PREFIX = "images"
-DIGEST_CHARS = 16
-
-
-class LocalImageBuilder:
-    """Snapshots `job_image/` into `images/<digest>/`, so a trained model always matches the
-    exact code recorded in its lineage even if the checkout changes mid-run."""
-
-    def __init__(self, store: LocalFolderStore) -> None:
-        self.store = store
-
-    def image_for(self, context_dir: Path) -> ImageRef:
-        digest = "sha256:" + sha256_tree(context_dir)
-        folder = self.store.path(f"{IMAGES_PREFIX}/{digest.removeprefix('sha256:')[:DIGEST_CHARS]}")
-        return ImageRef(uri=str(folder), digest=digest, built=False)
-
-    def exists(self, image: ImageRef) -> bool:
-        folder = Path(image.uri)
-        return folder.is_dir() and "sha256:" + sha256_tree(folder) == image.digest
-
-    def build(self, context_dir: Path, on_log: LogCallback) -> ImageRef:
-        image = self.image_for(context_dir)
-        if self.exists(image):
-            on_log(f"image {image.digest[:23]} already built at {image.uri}")
-            return image
-        target = Path(image.uri)
-        staging = target.with_name(target.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        for source in tree_files(context_dir):
-            destination = staging / source.relative_to(context_dir)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, destination)
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-        on_log(f"image {image.digest[:23]} built at {image.uri}")
-        return ImageRef(uri=image.uri, digest=image.digest, built=True)
+from tasks.backends.local_teardown import LocalTeardown
 
 
 def build_local_backend(root: Path, engine: str, host: str, port: int) -> Backend:
     store = LocalFolderStore(root)
+    server = LocalModelServer(store, engine=engine, host=host, port=port)
     return Backend(
         name="local",
         provisioner=store,
         store=store,
         builder=LocalImageBuilder(store),
         runner=LocalJobRunner(store),
-        server=LocalModelServer(store, engine=engine, host=host, port=port),
+        server=server,
+        teardown=LocalTeardown(store, server),
     )

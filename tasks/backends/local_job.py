@@ -27,19 +27,10 @@ from tasks.backends.base import (
 )
 from tasks.backends.local_store import LocalFolderStore
 from tasks.backends.processes import pid_alive, run_streaming
+from tasks.backends.sealed_models import reuse_sealed_model, sealed_lineage_key
 
 TRAIN_SCRIPT = "finetune.py"
 BAD_INPUT_EXIT_CODE = 2
-
-
-def completed_lineage_key(store: LocalFolderStore, prefix: str) -> str | None:
-    """The lineage key in `prefix/MANIFEST.json`, or None when no complete model is there."""
-    try:
-        manifest = json.loads(store.read_bytes(f"{prefix}/MANIFEST.json"))
-    except (FileNotFoundError, ValueError):
-        return None
-    key = manifest.get("lineage_key") if isinstance(manifest, dict) else None
-    return key if isinstance(key, str) else None
 
 
 class LocalJobRunner:
@@ -56,10 +47,10 @@ class LocalJobRunner:
         on_log: LogCallback,
         on_progress: ProgressCallback,
     ) -> JobOutcome:
+        existing = reuse_sealed_model(self.store, spec, on_log)
+        if existing is not None:
+            return existing
         output_uri = self.store.uri_for(spec.output_prefix)
-        if completed_lineage_key(self.store, spec.output_prefix) == spec.lineage_key:
-            on_log(f"complete model already in the store at {output_uri}; nothing to train")
-            return JobOutcome(spec.lineage_key, output_uri, "existing", 0.0, reused=True)
 
         script = Path(image.uri) / TRAIN_SCRIPT
         output_dir = self.store.path(spec.output_prefix)
@@ -81,7 +72,7 @@ class LocalJobRunner:
             raise ConfigurationError(reason or f"training rejected its inputs:\n{last_lines}")
         if code != 0:
             raise TrainingFailed(f"training exited with code {code}; last output:\n{last_lines}")
-        if completed_lineage_key(self.store, spec.output_prefix) != spec.lineage_key:
+        if sealed_lineage_key(self.store, spec.output_prefix) != spec.lineage_key:
             raise TrainingFailed(
                 f"training exited 0 but wrote no complete model (MANIFEST.json) at {output_uri}"
             )

@@ -2,31 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
+from job_modules import job_module
 
-
-def _import_emoji_metrics() -> ModuleType:
-    """Import job_image/emoji_metrics.py without leaving __pycache__ in job_image/.
-
-    The job image is tagged by a hash of that folder's content, so tests must not add to it.
-    """
-    folder = str(Path(__file__).resolve().parents[2] / "job_image")
-    saved = sys.dont_write_bytecode
-    sys.dont_write_bytecode = True
-    sys.path.insert(0, folder)
-    try:
-        return importlib.import_module("emoji_metrics")
-    finally:
-        sys.path.remove(folder)
-        sys.dont_write_bytecode = saved
-
-
-emoji_metrics = _import_emoji_metrics()
+emoji_metrics = job_module("emoji_metrics")
 
 
 @pytest.mark.parametrize(
@@ -49,3 +28,47 @@ def test_rates() -> None:
     assert emoji_metrics.emoji_only_rate([]) == 0.0
     with pytest.raises(ValueError):
         emoji_metrics.exact_match_rate(["🍕"], [])
+
+
+@pytest.mark.parametrize(
+    ("text", "units"),
+    [
+        ("👨‍👩‍👧", ["👨‍👩‍👧"]),  # ZWJ family: one grapheme, not three people
+        ("🧑🏿‍🚀👍🏽", ["🧑🏿‍🚀", "👍🏽"]),  # skin tones stay attached, also inside ZWJ
+        ("🇫🇷🇯🇵", ["🇫🇷", "🇯🇵"]),  # regional-indicator pairs are one flag each
+        ("🏴󠁧󠁢󠁳󠁣󠁴󠁿", ["🏴󠁧󠁢󠁳󠁣󠁴󠁿"]),  # subdivision flag (tag sequence)
+        ("☀️ and ❤", ["☀", "❤"]),  # VS16 dropped, text ignored
+        ("1️⃣", ["1⃣"]),  # keycap
+        ("", []),
+        ("no emoji here", []),
+    ],
+)
+def test_emoji_units_are_whole_graphemes(text: str, units: list[str]) -> None:
+    assert emoji_metrics.emoji_units(text) == units
+
+
+@pytest.mark.parametrize(
+    ("answer", "reference", "f1"),
+    [
+        ("🍕🍺", "🍕🍺", 1.0),
+        ("🍺🍕", "🍕🍺", 1.0),  # order does not matter
+        ("🍕🍺", "🍕🍷", 0.5),
+        ("🍕", "🍕🍕", 2 / 3),  # multisets: a repeated emoji counts twice
+        ("❤", "❤️", 1.0),  # variation selector 16 is presentation only
+        ("👍", "👍🏽", 0.0),  # a different skin tone is a different emoji
+        ("👨‍👩‍👧", "👨", 0.0),  # a ZWJ family is not its first member
+        ("🇫🇷", "🇯🇵", 0.0),  # flags are not compared by their letters
+        ("", "🍕", 0.0),  # empty output scores nothing
+        ("pizza", "🍕", 0.0),
+        ("", "", 1.0),
+    ],
+)
+def test_emoji_f1(answer: str, reference: str, f1: float) -> None:
+    assert emoji_metrics.emoji_f1(answer, reference) == pytest.approx(f1)
+
+
+def test_mean_emoji_f1() -> None:
+    assert emoji_metrics.mean_emoji_f1(["🍕", "x"], ["🍕", "🎉"]) == pytest.approx(0.5)
+    assert emoji_metrics.mean_emoji_f1([], []) == 0.0
+    with pytest.raises(ValueError):
+        emoji_metrics.mean_emoji_f1(["🍕"], [])

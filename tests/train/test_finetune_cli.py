@@ -8,7 +8,6 @@ steps) so the whole file stays well under three minutes on two CPU cores.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -22,6 +21,8 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
+from core.hashing import sha256_file, sha256_tree
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "job_image" / "finetune.py"
 REQUIRED_FILES = {
@@ -32,7 +33,9 @@ REQUIRED_FILES = {
     "tokenizer_config.json",
     "chat_template.jinja",
 }
-PHASES = {"load", "train", "eval", "merge", "save"}
+PHASES = {"load", "eval_base", "train", "merge", "save", "eval"}
+PUBLISHED_FILES = REQUIRED_FILES | {"metrics.json"}
+TUNED_METRICS = {"eval_loss", "emoji_only_rate", "exact_match", "emoji_f1", "eval_examples"}
 SMALL = ["--sample-size", "120", "--eval-size", "16", "--logging-steps", "5"]
 LINEAGE = {"base_model": "tiny", "dataset_sha256": "abc", "sample_size": 120}
 
@@ -77,11 +80,6 @@ def run_script(args: list[str], cwd: Path, env: dict[str, str] | None = None) ->
     return Run(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
 
 
-def sha256(path: Path) -> str:
-    """Hex sha256 of a file."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def siblings(output_dir: Path) -> list[str]:
     """Everything next to the output folder: partial folders must never be left behind."""
     return sorted(p.name for p in output_dir.parent.iterdir()) if output_dir.parent.exists() else []
@@ -119,12 +117,14 @@ def lora_run(
 def test_lora_publishes_complete_folder(lora_run: tuple[Run, Path]) -> None:
     _, output_dir = lora_run
     names = {p.name for p in output_dir.iterdir()}
-    assert REQUIRED_FILES | {"MANIFEST.json"} <= names
+    assert names == PUBLISHED_FILES | {"MANIFEST.json"}
     assert not any(n.startswith("adapter") for n in names), names
     assert siblings(output_dir) == [output_dir.name]  # no .partial-* left behind
 
 
-def test_manifest_lists_every_file_with_size_and_hash(lora_run: tuple[Run, Path]) -> None:
+def test_manifest_lists_every_file_with_size_and_hash(
+    lora_run: tuple[Run, Path], tiny_model_dir: Path, sample_dataset_path: Path
+) -> None:
     _, output_dir = lora_run
     manifest = json.loads((output_dir / "MANIFEST.json").read_text(encoding="utf-8"))
     assert manifest["format_version"] == 1
@@ -135,33 +135,39 @@ def test_manifest_lists_every_file_with_size_and_hash(lora_run: tuple[Run, Path]
     for name, entry in manifest["files"].items():
         assert entry == {
             "size": (output_dir / name).stat().st_size,
-            "sha256": sha256(output_dir / name),
+            "sha256": sha256_file(output_dir / name),
         }
     training = manifest["training"]
     assert training["method"] == "lora"
     assert training["steps"] == 20
     assert training["train_examples"] == 120 - 16
     assert (training["sample_size"], training["eval_size"], training["seed"]) == (120, 16, 42)
-    assert training["base_model_revision"] is None
-    assert training["hyperparameters"]["lora_r"] == 16
+    # Local inputs are recorded by content hash, computed exactly like the pipeline's lineage.
+    assert training["base_model_revision"] == "sha256:" + sha256_tree(tiny_model_dir)
+    assert training["dataset_revision"] == "sha256:" + sha256_file(sample_dataset_path)
+    assert training["base_model_revision_requested"] is None
+    assert training["resumed_from_step"] == 0 and training["train_tokens"] > 0
+    hyper = training["hyperparameters"]
+    assert (hyper["lora_r"], hyper["packing"], hyper["lr_scheduler"]) == (16, True, "cosine")
     # trl recognises the Gemma 3 template and masks all but the answer turn.
-    assert training["hyperparameters"]["loss"] == "assistant_only"
+    assert hyper["loss"] == "assistant_only"
     assert manifest["created_at"].endswith("Z") and manifest["completed_at"].endswith("Z")
 
 
-def test_metrics_are_present_and_sane(lora_run: tuple[Run, Path]) -> None:
+def test_metrics_cover_base_and_tuned_model_and_match_metrics_json(
+    lora_run: tuple[Run, Path],
+) -> None:
     _, output_dir = lora_run
     metrics = json.loads((output_dir / "MANIFEST.json").read_text())["metrics"]
-    assert set(metrics) == {
-        "eval_loss",
-        "emoji_only_rate",
-        "exact_match",
-        "eval_examples",
-        "train_loss",
-    }
+    base = {f"base_{name}" for name in TUNED_METRICS - {"eval_examples"}}
+    assert set(metrics) == TUNED_METRICS | base | {"train_loss"}
+    assert json.loads((output_dir / "metrics.json").read_text()) == metrics
     assert metrics["eval_examples"] == 16
-    assert 0 <= metrics["eval_loss"] < 5 and math.isfinite(metrics["train_loss"])
-    assert 0 <= metrics["exact_match"] <= metrics["emoji_only_rate"] <= 1
+    assert math.isfinite(metrics["train_loss"])
+    for prefix in ("", "base_"):
+        assert 0 <= metrics[f"{prefix}eval_loss"] < 5
+        assert 0 <= metrics[f"{prefix}exact_match"] <= metrics[f"{prefix}emoji_f1"] <= 1
+        assert metrics[f"{prefix}exact_match"] <= metrics[f"{prefix}emoji_only_rate"] <= 1
     # The tiny base is pre-trained to answer in emoji; 20 LoRA steps must not break that.
     assert metrics["emoji_only_rate"] >= 0.5, metrics
 
@@ -191,8 +197,17 @@ def test_progress_lines_are_json_and_cover_every_phase(lora_run: tuple[Run, Path
     train = [e for e in events if e["phase"] == "train"]
     assert [e["step"] for e in train] == [5, 10, 15, 20]
     assert all(e["total"] == 20 and isinstance(e["loss"], float) for e in train)
-    evals = [e for e in events if e["phase"] == "eval"]
-    assert evals[-1]["step"] == evals[-1]["total"] == 16
+    assert [e["phase"] for e in events if e["phase"] != "train"] == [
+        "load",
+        "load",
+        "load",
+        "eval_base",
+        "merge",
+        "merge",
+        "save",
+        "save",
+        "eval",
+    ]  # fmt: skip  (16 held-out rows: one evaluation batch per model)
 
 
 def test_rerun_with_same_lineage_key_is_a_fast_noop(
@@ -266,7 +281,7 @@ def test_qlora_on_cpu_replaces_stale_folder_and_reads_env(
     manifest = json.loads((output_dir / "MANIFEST.json").read_text())
     assert manifest["training"]["method"] == "qlora"
     assert (manifest["training"]["steps"], manifest["metrics"]["eval_examples"]) == (6, 8)
-    assert set(manifest["files"]) == REQUIRED_FILES  # the stale file is gone
+    assert set(manifest["files"]) == PUBLISHED_FILES  # the stale file is gone
     with safe_open(output_dir / "model.safetensors", framework="pt") as weights:
         assert not [n for n in weights.keys() if "lora" in n.lower()]  # noqa: SIM118
     assert siblings(output_dir) == [output_dir.name]
@@ -306,6 +321,69 @@ def test_unknown_chat_template_falls_back_to_completion_only_loss(
     assert manifest["metrics"]["eval_examples"] == 4
 
 
+def _sealed_steps(folder: Path) -> list[int]:
+    return sorted(int(p.parent.name.split("-")[1]) for p in folder.glob("checkpoint-*/COMPLETE"))
+
+
+def test_killed_run_resumes_from_last_complete_checkpoint_with_identical_weights(
+    tiny_model_dir: Path, sample_dataset_path: Path, tmp_path: Path
+) -> None:
+    """SIGKILL mid-training (no warning, like a preempted task), rerun, and finish from there.
+
+    Resuming restores the adapter, optimizer, scheduler, RNG and data position, so the result
+    is bit-identical to a run that was never interrupted.
+    """
+
+    def args(key: str) -> list[str]:
+        return [
+            "--model", str(tiny_model_dir), "--dataset", str(sample_dataset_path),
+            "--sample-size", "60", "--eval-size", "4", "--max-steps", "8", "--batch-size", "1",
+            "--logging-steps", "2", "--checkpoint-steps", "2",
+            "--output-dir", str(tmp_path / "models" / key), "--lineage-key", key,
+        ]  # fmt: skip
+
+    output_dir = tmp_path / "models" / "key-resume"
+    checkpoint_dir = output_dir.with_name("key-resume.checkpoints")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FT_")}
+    first = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args("key-resume")],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not _sealed_steps(checkpoint_dir) or 4 not in _sealed_steps(checkpoint_dir):
+            assert first.poll() is None, "the run ended before its checkpoint at step 4"
+            assert time.monotonic() < deadline, "no complete checkpoint at step 4 in time"
+            time.sleep(0.02)
+    finally:
+        first.kill()
+        first.wait()
+    sealed = _sealed_steps(checkpoint_dir)
+    assert not (output_dir / "MANIFEST.json").exists()
+
+    resumed = run_script(args("key-resume"), cwd=tmp_path)
+
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert f"resuming from checkpoint-{sealed[-1]} (step {sealed[-1]})" in resumed.stdout
+    assert "base model metrics reused" in resumed.stdout
+    train_steps = [e["step"] for e in resumed.progress() if e["phase"] == "train"]
+    assert train_steps and train_steps[0] > sealed[-1] and train_steps[-1] == 8
+    manifest = json.loads((output_dir / "MANIFEST.json").read_text())
+    assert (manifest["training"]["steps"], manifest["training"]["resumed_from_step"]) == (
+        8,
+        sealed[-1],
+    )
+    assert siblings(output_dir) == [output_dir.name]  # checkpoints removed once published
+
+    uninterrupted = run_script(args("key-straight"), cwd=tmp_path)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-4000:]
+    straight = tmp_path / "models" / "key-straight" / "model.safetensors"
+    assert sha256_file(output_dir / "model.safetensors") == sha256_file(straight)
+
+
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
@@ -325,6 +403,11 @@ BAD_INPUTS = {
     "lineage json not an object": ("args", ["--lineage-json", "[1, 2]"], "JSON object"),
     "unknown method": ("args", ["--method", "sgd"], "method"),
     "non-numeric option": ("args", ["--lora-r", "sixteen"], "lora-r"),
+    "unknown option in a config file": (
+        "config",
+        lambda d, m: _write(d / "job.yaml", "lora_rank: 8\n"),
+        "unknown option",
+    ),
 }
 
 
@@ -345,6 +428,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
         dataset = value(tmp_path, tiny_model_dir)
     elif kind == "model":
         model = value(tmp_path, tiny_model_dir)
+    elif kind == "config":
+        extra = ["--config", str(value(tmp_path, tiny_model_dir))]
     else:
         extra = value
     output_dir = tmp_path / "store" / "models" / "key"
@@ -382,6 +467,12 @@ def test_help_documents_every_option_and_its_env_var(tmp_path: Path) -> None:
         "--eval-max-new-tokens",
         "--lineage-json",
         "--method",
+        "--lr-scheduler",
+        "--packing",
+        "--loss-on",
+        "--checkpoint-steps",
     ):
         env = "FT_" + flag[2:].replace("-", "_").upper()
         assert flag in run.stdout and env in run.stdout
+    assert "config.yaml" in run.stdout and "FT_CONFIG" in run.stdout
+    assert "(default: cosine)" in run.stdout  # effective defaults, read from config.yaml

@@ -14,11 +14,13 @@ from tasks.backends.base import (
     ConfigurationError,
     ImageRef,
     Provisioner,
+    Teardown,
     TrainingFailed,
     TrainJobSpec,
     TransientError,
 )
-from tasks.backends.local import LocalImageBuilder
+from tasks.backends.local import build_local_backend
+from tasks.backends.local_image import LocalImageBuilder
 from tasks.backends.local_job import LocalJobRunner
 from tasks.backends.local_store import LocalFolderStore
 
@@ -137,3 +139,30 @@ def test_image_snapshot_is_content_addressed(tmp_path: Path) -> None:
     assert builder.image_for(context).digest != wanted.digest
     # The snapshot keeps the code that was built, whatever happens to the checkout.
     assert (Path(wanted.uri) / "finetune.py").read_text() == "print(1)\n"
+
+
+def test_teardown_stops_the_live_server_and_deletes_only_on_request(tmp_path: Path) -> None:
+    backend = build_local_backend(
+        tmp_path / "store", engine="transformers", host="127.0.0.1", port=0
+    )
+    assert isinstance(backend.teardown, Teardown)
+    store = tmp_path / "store"
+    (store / "models" / "k1").mkdir(parents=True)
+    (store / "images" / "i1").mkdir(parents=True)
+    server = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    (store / "serving.json").write_text(
+        json.dumps({"base_url": "http://127.0.0.1:1", "model": "m", "engine": "transformers",
+                    "handle": str(server.pid)})
+    )  # fmt: skip
+    logs: list[str] = []
+    assert backend.teardown.stop_serving(logs.append) is True
+    assert server.wait(timeout=15) is not None
+    assert not (store / "serving.json").exists()
+    assert backend.teardown.stop_serving(logs.append) is False
+    assert backend.teardown.delete_job(logs.append) is False
+    assert (store / "models" / "k1").is_dir()  # models are kept unless asked
+    assert backend.teardown.delete_images(logs.append) == 1
+    assert backend.teardown.delete_models(logs.append) == 1
+    assert not any((store / "models").iterdir())

@@ -50,7 +50,7 @@ def test_cross_field_rules_explain_the_fix() -> None:
 def test_environment_and_explicit_values_merge(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPELINE_TRAINING__LORA_R", "8")
     monkeypatch.setenv("PIPELINE_TRAINING__LEARNING_RATE", "0.5")
-    monkeypatch.setenv("PIPELINE_TRAINING__TARGET_MODULES", '["q_proj","v_proj"]')
+    monkeypatch.setenv("PIPELINE_TRAINING__TARGET_MODULES", "q_proj,v_proj")
     settings = load_settings(training={"learning_rate": 0.001})
     assert settings.training.lora_r == 8  # from the environment
     assert settings.training.learning_rate == 0.001  # explicit beats environment

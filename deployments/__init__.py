@@ -1,0 +1,1 @@
+"""Prefect infrastructure for the pipeline: work pools, blocks and their bootstrap."""

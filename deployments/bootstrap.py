@@ -1,0 +1,126 @@
+"""Create (or update) the work pools the deployments in `prefect.yaml` run on. Idempotent.
+
+    python -m deployments.bootstrap [--gcp-project P --gcp-region R] [--results-bucket B]
+
+* `emoji-local` (process): runs the pipeline on the worker's machine (`local` backend).
+* `emoji-cloud-run` (cloud-run-v2): runs the orchestrating flow on Cloud Run (CPU); the GPU
+  work stays in the Cloud Run job the flow starts. Its base job template is
+  `deployments/cloud-run-v2-base-job-template.json`, with project and region filled in.
+* `gcs-bucket/emoji-finetune-results` (with `--results-bucket`): where the Cloud Run
+  deployment keeps task results and cache records, since its containers are thrown away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+from prefect.exceptions import ObjectNotFound
+
+LOCAL_POOL = "emoji-local"
+CLOUD_RUN_POOL = "emoji-cloud-run"
+TEMPLATE_PATH = Path(__file__).with_name("cloud-run-v2-base-job-template.json")
+RESULTS_BLOCK = "emoji-finetune-results"
+PROJECT_PLACEHOLDER = "PROJECT"
+DEFAULT_REGION = "europe-west1"
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    name: str
+    type: str
+    base_job_template: dict[str, Any]
+    description: str
+
+
+def cloud_run_template(project: str | None, region: str | None) -> dict[str, Any]:
+    """The committed template, with the project and region of this installation."""
+    text = TEMPLATE_PATH.read_text()
+    if project:
+        text = text.replace(PROJECT_PLACEHOLDER, project)
+    if region:
+        text = text.replace(DEFAULT_REGION, region)
+    return json.loads(text)
+
+
+def pool_specs(project: str | None, region: str | None) -> list[PoolSpec]:
+    return [
+        PoolSpec(LOCAL_POOL, "process", {}, "Runs the emoji pipeline on the worker's machine."),
+        PoolSpec(
+            CLOUD_RUN_POOL,
+            "cloud-run-v2",
+            cloud_run_template(project, region),
+            "Runs the emoji pipeline's orchestrating flow on Cloud Run (CPU).",
+        ),
+    ]
+
+
+def ensure_pool(client: SyncPrefectClient, spec: PoolSpec) -> str:
+    """get → create if absent → update only what differs; returns what it did."""
+    try:
+        existing = client.read_work_pool(spec.name)
+    except ObjectNotFound:
+        client.create_work_pool(
+            WorkPoolCreate(
+                name=spec.name,
+                type=spec.type,
+                base_job_template=spec.base_job_template,
+                description=spec.description,
+            )
+        )
+        return "created"
+    if spec.base_job_template and existing.base_job_template != spec.base_job_template:
+        client.update_work_pool(spec.name, WorkPoolUpdate(base_job_template=spec.base_job_template))
+        return "updated"
+    return "unchanged"
+
+
+def ensure_results_block(bucket: str) -> str:
+    """The `GcsBucket` block for results; credentials come from the runtime (ADC on Cloud Run)."""
+    from prefect_gcp import GcpCredentials, GcsBucket
+
+    try:
+        existing: GcsBucket | None = GcsBucket.load(RESULTS_BLOCK)  # type: ignore[assignment]
+    except ValueError:  # Prefect's "block not found"
+        existing = None
+    if existing is not None and existing.bucket == bucket:
+        return "unchanged"
+    GcsBucket(bucket=bucket, gcp_credentials=GcpCredentials()).save(RESULTS_BLOCK, overwrite=True)
+    return "created" if existing is None else "updated"
+
+
+def bootstrap(
+    project: str | None = None, region: str | None = None, results_bucket: str | None = None
+) -> dict[str, str]:
+    """Every pool (and the results block when a bucket is given) → what was done to it."""
+    with get_client(sync_client=True) as client:
+        outcomes = {
+            f"work pool {spec.name}": ensure_pool(client, spec)
+            for spec in pool_specs(project, region)
+        }
+    if results_bucket:
+        outcomes[f"block gcs-bucket/{RESULTS_BLOCK}"] = ensure_results_block(results_bucket)
+    return outcomes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deployments.bootstrap", description=__doc__)
+    parser.add_argument("--gcp-project", help="fills PROJECT in the Cloud Run template")
+    parser.add_argument("--gcp-region", help=f"replaces {DEFAULT_REGION} in the template")
+    parser.add_argument("--results-bucket", help="GCS bucket for task results (Cloud Run runs)")
+    args = parser.parse_args(argv)
+    outcomes = bootstrap(args.gcp_project, args.gcp_region, args.results_bucket)
+    for name, outcome in outcomes.items():
+        print(f"{name}: {outcome}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The `gcp` backend: the codelab on Cloud Run — a GPU job trains, a GPU service serves.
+
+| part        | implementation                                                        |
+|-------------|-----------------------------------------------------------------------|
+| provisioner | APIs, service account, bucket, secret, bindings, registry (`gcp_provision`) |
+| store       | the bucket, read with listings and ranged reads (`gcp_store`)         |
+| builder     | Cloud Build → Artifact Registry, tag = content hash (`gcp_build`)     |
+| runner      | Cloud Run job, 1× L4, bucket mounted at /mnt/store (`gcp_job`)         |
+| server      | Cloud Run service running vLLM, tagged revisions (`gcp_server`)       |
+| teardown    | deletes the service; job, images, models on request (`gcp_teardown`) |
+
+Building it calls no API and needs no credentials (clients are built on first use), so the
+CLI builds it before the flow starts purely to validate: every settings problem surfaces as
+one line before anything is created.
+"""
+
+from __future__ import annotations
+
+from tasks.backends.base import Backend, ConfigurationError
+from tasks.backends.gcp_build import CloudBuildImageBuilder
+from tasks.backends.gcp_clients import GoogleClients
+from tasks.backends.gcp_config import GcpNames, GcpSettings
+from tasks.backends.gcp_job import CloudRunJobRunner
+from tasks.backends.gcp_provision import GcpProvisioner
+from tasks.backends.gcp_server import CloudRunModelServer
+from tasks.backends.gcp_store import GcsStore
+from tasks.backends.gcp_teardown import GcpTeardown
+
+
+def build_gcp_backend(settings: GcpSettings) -> Backend:
+    """Wire the five parts around one set of lazily built clients."""
+    try:
+        names = GcpNames.from_settings(settings)
+    except ValueError as error:
+        raise ConfigurationError(f"{error}: set PIPELINE_GCP__PROJECT or --gcp-project") from None
+    clients = GoogleClients(
+        names.project, settings.api_endpoints, invoker_account=names.service_account_email
+    )
+    store = GcsStore(clients, names)
+    return Backend(
+        name="gcp",
+        provisioner=GcpProvisioner(clients, names),
+        store=store,
+        builder=CloudBuildImageBuilder(clients, names, store),
+        runner=CloudRunJobRunner(clients, names, store, settings),
+        server=CloudRunModelServer(clients, names, store, settings),
+        teardown=GcpTeardown(clients, names),
+    )

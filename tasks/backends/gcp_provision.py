@@ -1,0 +1,309 @@
+"""Provision everything the job and the service need, idempotently, with least privilege.
+
+Each `ensure_*` is get → create if absent → re-get, so a second run sends only reads. Order
+matters: APIs first (nothing else answers before), then the service account (bindings name it),
+the bucket and the secret, their single-resource bindings, and the registry. The HF token is
+read from `$HF_TOKEN` at provision time; a new secret version is added only when its sha256
+differs from the current one, and the value never reaches a log, a result or an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import time
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import artifactregistry_v1, secretmanager_v1, service_usage_v1
+from google.iam.v1 import iam_policy_pb2
+
+from tasks.backends.base import ConfigurationError, LogCallback, ProvisionReport, TransientError
+from tasks.backends.gcp_clients import GoogleClients
+from tasks.backends.gcp_config import API_NAMES, GcpNames
+from tasks.backends.gcp_errors import google_call, http_error_to_api_error
+from tasks.backends.gcp_iam import add_member_with_etag, add_proto_member, has_proto_member
+
+HF_TOKEN_ENV = "HF_TOKEN"
+OPERATION_TIMEOUT_S = 300.0
+ACCOUNT_VISIBLE_S = 60.0  # IAM is eventually consistent: a new account may 404 for a while
+ACCOUNT_POLL_S = 2.0
+SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
+OBJECT_ADMIN = "roles/storage.objectAdmin"
+
+
+def token_fingerprint(value: bytes) -> bytes:
+    """sha256 of a secret value: what is compared, so the values themselves never are."""
+    return hashlib.sha256(value).digest()
+
+
+class GcpProvisioner:
+    """`Provisioner` for APIs, service account, bucket, secret, bindings and registry."""
+
+    def __init__(self, clients: GoogleClients, names: GcpNames) -> None:
+        self.clients = clients
+        self.names = names
+
+    # ------------------------------------------------------------------ protocol
+
+    def is_ready(self) -> bool:
+        """Cheap reads: the bucket, registry and secret exist and the token is current."""
+        try:
+            return (
+                self._bucket() is not None
+                and self._repository() is not None
+                and self._secret() is not None
+                and self._token_to_add() is None
+            )
+        except (ConfigurationError, TransientError):
+            return False  # let `ensure` run and report the problem properly
+
+    def ensure(self, on_log: LogCallback) -> ProvisionReport:
+        token = self._preflight_token()
+        created: list[str] = []
+
+        def note(what: str, changed: bool) -> None:
+            if changed:
+                created.append(what)
+            on_log(f"{what}: {'created' if changed else 'present'}")
+
+        note("apis", self.ensure_apis())
+        note(f"service account {self.names.service_account_email}", self.ensure_account())
+        note(f"bucket gs://{self.names.bucket}", self.ensure_bucket())
+        note(f"secret {self.names.secret_id}", self.ensure_secret())
+        note(f"secret version of {self.names.secret_id}", self.ensure_secret_version(token))
+        note(f"{SECRET_ACCESSOR} on the secret", self.ensure_secret_binding())
+        note(f"{OBJECT_ADMIN} on the bucket", self.ensure_bucket_binding())
+        note(f"registry {self.names.repository_id}", self.ensure_repository())
+        return ProvisionReport(store_uri=f"gs://{self.names.bucket}", created=tuple(created))
+
+    # ------------------------------------------------------------------ preflight
+
+    def _preflight_token(self) -> bytes | None:
+        """Fail before any change when the job could never get an HF token.
+
+        With `$HF_TOKEN` set it becomes the secret's value; without it, the secret must already
+        hold a version (a scheduled run need not carry the token every time).
+        """
+        token = os.environ.get(HF_TOKEN_ENV, "").strip().encode()
+        if token:
+            return token
+        try:
+            with google_call(self.names, "read", f"secret {self.names.secret_id}"):
+                self.clients.secrets.get_secret_version(name=f"{self.names.secret}/versions/latest")
+        except ConfigurationError:
+            raise ConfigurationError(
+                f"{HF_TOKEN_ENV} is not set and secret {self.names.secret_id} in project "
+                f"{self.names.project} has no version yet: export {HF_TOKEN_ENV}=<a Hugging Face "
+                "token with access to the base model> for the first run"
+            ) from None
+        return None
+
+    # ------------------------------------------------------------------ APIs
+
+    def ensure_apis(self) -> bool:
+        usage = self.clients.service_usage
+        wanted = [f"{api}.googleapis.com" for api in API_NAMES]
+        disabled = self._disabled_apis(wanted)
+        if not disabled:
+            return False
+        with google_call(self.names, "enable", ", ".join(disabled)):
+            usage.batch_enable_services(
+                request=service_usage_v1.BatchEnableServicesRequest(
+                    parent=f"projects/{self.names.project}", service_ids=disabled
+                )
+            ).result(timeout=OPERATION_TIMEOUT_S)
+        still = self._disabled_apis(disabled)
+        if still:
+            raise TransientError(f"APIs {', '.join(still)} not enabled yet; retrying")
+        return True
+
+    def _disabled_apis(self, services: list[str]) -> list[str]:
+        disabled = []
+        for service in services:
+            name = f"projects/{self.names.project}/services/{service}"
+            with google_call(self.names, "read", f"API {service}"):
+                request = service_usage_v1.GetServiceRequest(name=name)
+                state = self.clients.service_usage.get_service(request=request).state
+            if state != service_usage_v1.State.ENABLED:
+                disabled.append(service)
+        return disabled
+
+    # ------------------------------------------------------------------ service account
+
+    def ensure_account(self) -> bool:
+        if self._account() is not None:
+            return False
+        body = {
+            "accountId": self.names.account_id,
+            "serviceAccount": {"displayName": "emoji fine-tuning job and server"},
+        }
+        accounts = self.clients.iam.projects().serviceAccounts()
+        with google_call(self.names, "create", f"service account {self.names.account_id}"):
+            try:
+                accounts.create(name=f"projects/{self.names.project}", body=body).execute()
+            except Exception as error:
+                converted = http_error_to_api_error(error)
+                if not isinstance(converted, gexc.Conflict):  # created meanwhile: fine
+                    raise converted from None
+        deadline = time.monotonic() + ACCOUNT_VISIBLE_S
+        while self._account() is None:
+            if time.monotonic() > deadline:
+                raise TransientError(
+                    f"service account {self.names.service_account_email} not visible yet"
+                )
+            time.sleep(ACCOUNT_POLL_S)
+        return True
+
+    def _account(self) -> dict[str, Any] | None:
+        name = f"projects/{self.names.project}/serviceAccounts/{self.names.service_account_email}"
+        accounts = self.clients.iam.projects().serviceAccounts()
+        with google_call(self.names, "read", f"service account {self.names.account_id}"):
+            try:
+                return dict(accounts.get(name=name).execute())
+            except Exception as error:
+                converted = http_error_to_api_error(error)
+                if isinstance(converted, gexc.NotFound):
+                    return None
+                raise converted from None
+
+    # ------------------------------------------------------------------ bucket
+
+    def ensure_bucket(self) -> bool:
+        if self._bucket() is not None:
+            return False
+        client = self.clients.storage
+        bucket = client.bucket(self.names.bucket)
+        bucket.iam_configuration.uniform_bucket_level_access_enabled = True
+        bucket.iam_configuration.public_access_prevention = "enforced"
+        with google_call(self.names, "create", f"bucket gs://{self.names.bucket}"):
+            try:
+                client.create_bucket(bucket, location=self.names.region)
+            except gexc.Conflict:
+                if self._bucket() is None:  # the name is taken by someone else's project
+                    raise
+        if self._bucket() is None:
+            raise TransientError(f"bucket gs://{self.names.bucket} not visible yet; retrying")
+        return True
+
+    def _bucket(self) -> Any:
+        with google_call(self.names, "read", f"bucket gs://{self.names.bucket}"):
+            return self.clients.storage.lookup_bucket(self.names.bucket)
+
+    def ensure_bucket_binding(self) -> bool:
+        bucket = self.clients.storage.bucket(self.names.bucket)
+        member = f"serviceAccount:{self.names.service_account_email}"
+
+        def has_member(policy: Any) -> bool:
+            return any(
+                b["role"] == OBJECT_ADMIN and member in b["members"] for b in policy.bindings
+            )
+
+        def add_member(policy: Any) -> None:
+            policy.bindings.append({"role": OBJECT_ADMIN, "members": {member}})
+
+        with google_call(self.names, "grant", f"{OBJECT_ADMIN} on gs://{self.names.bucket}"):
+            return add_member_with_etag(
+                lambda: bucket.get_iam_policy(requested_policy_version=3),
+                has_member,
+                add_member,
+                bucket.set_iam_policy,
+            )
+
+    # ------------------------------------------------------------------ secret
+
+    def ensure_secret(self) -> bool:
+        if self._secret() is not None:
+            return False
+        secret = secretmanager_v1.Secret(
+            replication=secretmanager_v1.Replication(
+                automatic=secretmanager_v1.Replication.Automatic()
+            ),
+            labels={"app": "emoji-finetune"},
+        )
+        with (
+            google_call(self.names, "create", f"secret {self.names.secret_id}"),
+            contextlib.suppress(gexc.AlreadyExists),  # created meanwhile by another run
+        ):
+            self.clients.secrets.create_secret(
+                parent=f"projects/{self.names.project}",
+                secret_id=self.names.secret_id,
+                secret=secret,
+            )
+        return self._secret() is not None
+
+    def _secret(self) -> secretmanager_v1.Secret | None:
+        with google_call(self.names, "read", f"secret {self.names.secret_id}"):
+            try:
+                return self.clients.secrets.get_secret(name=self.names.secret)
+            except gexc.NotFound:
+                return None
+
+    def ensure_secret_version(self, token: bytes | None) -> bool:
+        """Add a version only when `$HF_TOKEN` differs from the current value."""
+        if token is None or self._token_to_add() is None:
+            return False
+        payload = secretmanager_v1.SecretPayload(data=token)
+        with google_call(self.names, "add a version to", f"secret {self.names.secret_id}"):
+            self.clients.secrets.add_secret_version(parent=self.names.secret, payload=payload)
+        return True
+
+    def _token_to_add(self) -> bytes | None:
+        """`$HF_TOKEN` when it is set and not already the secret's latest value."""
+        token = os.environ.get(HF_TOKEN_ENV, "").strip().encode()
+        if not token:
+            return None
+        with google_call(self.names, "read", f"secret {self.names.secret_id}"):
+            try:
+                current = self.clients.secrets.access_secret_version(
+                    name=f"{self.names.secret}/versions/latest"
+                ).payload.data
+            except (gexc.NotFound, gexc.FailedPrecondition):  # no version, or latest disabled
+                return token
+        same = hmac.compare_digest(token_fingerprint(current), token_fingerprint(token))
+        return None if same else token
+
+    def ensure_secret_binding(self) -> bool:
+        secrets = self.clients.secrets
+        resource = self.names.secret
+        member = f"serviceAccount:{self.names.service_account_email}"
+        with google_call(self.names, "grant", f"{SECRET_ACCESSOR} on {self.names.secret_id}"):
+            return add_member_with_etag(
+                lambda: secrets.get_iam_policy(
+                    request=iam_policy_pb2.GetIamPolicyRequest(resource=resource)
+                ),
+                lambda policy: has_proto_member(policy, SECRET_ACCESSOR, member),
+                lambda policy: add_proto_member(policy, SECRET_ACCESSOR, member),
+                lambda policy: secrets.set_iam_policy(
+                    request=iam_policy_pb2.SetIamPolicyRequest(resource=resource, policy=policy)
+                ),
+            )
+
+    # ------------------------------------------------------------------ registry
+
+    def ensure_repository(self) -> bool:
+        if self._repository() is not None:
+            return False
+        repository = artifactregistry_v1.Repository(
+            format_=artifactregistry_v1.Repository.Format.DOCKER,
+            description="Training images of the emoji fine-tuning pipeline (tag = content hash)",
+        )
+        with (
+            google_call(self.names, "create", f"registry {self.names.repository_id}"),
+            contextlib.suppress(gexc.AlreadyExists),
+        ):
+            self.clients.registry.create_repository(
+                parent=self.names.location,
+                repository_id=self.names.repository_id,
+                repository=repository,
+            ).result(timeout=OPERATION_TIMEOUT_S)
+        return self._repository() is not None
+
+    def _repository(self) -> artifactregistry_v1.Repository | None:
+        with google_call(self.names, "read", f"registry {self.names.repository_id}"):
+            try:
+                return self.clients.registry.get_repository(name=self.names.repository)
+            except gexc.NotFound:
+                return None

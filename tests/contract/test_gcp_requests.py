@@ -1,0 +1,328 @@
+"""What the gcp backend sends Google, read from the fake's request log.
+
+The fake validates every body against Google's discovery documents, so these tests only pin
+the choices that matter: GPU fields, the bucket volume, the secret reference, deliberate
+retries, vLLM's arguments, the startup probe, traffic and tags, and the invoker check.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from core.lineage import model_prefix
+from tasks.backends.base import (
+    Backend,
+    ConfigurationError,
+    DeadlineExceeded,
+    DeployFailed,
+    Endpoint,
+    TrainJobSpec,
+)
+from tasks.backends.gcp import build_gcp_backend
+from tasks.backends.gcp_build import source_tarball
+from tasks.backends.gcp_config import GcpSettings
+from tasks.backends.gcp_specs import candidate_tag
+from tests.conftest import REPO_ROOT
+from tests.fakes.gcp_world import FakeGoogleCloud, fake_google_cloud
+
+TOKEN = "hf_contractSecret42"
+JOB_IMAGE = REPO_ROOT / "job_image"
+KEY = "0123456789abcdef"
+BY_REVISION = "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION"
+
+
+@pytest.fixture
+def world(
+    gcs_emulator: str, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FakeGoogleCloud]:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    with fake_google_cloud(gcs_emulator) as cloud:
+        cloud.fake.on_execution = lambda args: cloud.publish_model(tiny_model_dir, args)
+        yield cloud
+
+
+def backend_for(world: FakeGoogleCloud, **settings: Any) -> Backend:
+    backend = build_gcp_backend(world.settings(**settings))
+    backend.provisioner.ensure(on_log=lambda _: None)
+    return backend
+
+
+def job_spec(key: str, dataset: Path, deadline_s: float = 600) -> TrainJobSpec:
+    lineage = json.dumps({"dataset": str(dataset)})
+    args = ("--dataset", str(dataset), "--lineage-key", key, "--lineage-json", lineage)
+    return TrainJobSpec(key, model_prefix(key), args, deadline_s)
+
+
+def body(world: FakeGoogleCloud, method_id: str, index: int = -1) -> dict[str, Any]:
+    calls = world.fake.calls(method_id)
+    assert calls, f"no {method_id} request"
+    return calls[index].body  # type: ignore[no-any-return]
+
+
+def quiet(_: object) -> None:
+    """A log/progress callback for calls whose output the test does not read."""
+
+
+def test_training_job_asks_for_one_l4_the_bucket_the_secret_and_no_silent_retries(
+    world: FakeGoogleCloud, sample_dataset_path: Path
+) -> None:
+    backend = backend_for(world)
+    image = backend.builder.build(JOB_IMAGE, on_log=quiet)
+    outcome = backend.runner.run(image, job_spec(KEY, sample_dataset_path), quiet, quiet)
+
+    task = body(world, "run.projects.locations.jobs.create")["template"]["template"]
+    (container,) = task["containers"]
+    assert container["image"] == image.uri and "@sha256:" in image.uri
+    assert container["resources"]["limits"] == {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}
+    assert task["nodeSelector"] == {"accelerator": "nvidia-l4"}
+    assert task["gpuZonalRedundancyDisabled"] is True
+    assert task["maxRetries"] == 1, "set deliberately: Cloud Run's default would be 3"
+    assert task["timeout"] == "3600s"
+    assert task["serviceAccount"] == world.names.service_account_email
+    assert task["executionEnvironment"] in ("EXECUTION_ENVIRONMENT_GEN2", 2)
+    assert container["env"] == [
+        {
+            "name": "HF_TOKEN",
+            "valueSource": {"secretKeyRef": {"secret": "hf-token", "version": "latest"}},
+        }
+    ]
+    assert container["volumeMounts"] == [{"name": "store", "mountPath": "/mnt/store"}]
+    assert task["volumes"][0]["gcs"]["bucket"] == world.names.bucket
+    assert not task["volumes"][0]["gcs"].get("readOnly")
+
+    run = body(world, "run.projects.locations.jobs.run")["overrides"]
+    args = run["containerOverrides"][0]["args"]
+    assert args[args.index("--output-dir") + 1] == f"/mnt/store/models/{KEY}"
+    staged = args[args.index("--dataset") + 1]
+    assert staged.startswith("/mnt/store/inputs/") and staged.endswith(sample_dataset_path.name)
+    assert run["timeout"] == "600s" and run["taskCount"] == 1
+    assert outcome.output_uri == f"gs://{world.names.bucket}/models/{KEY}"
+
+    before = len(world.fake.requests)
+    again = backend.runner.run(image, job_spec(KEY, sample_dataset_path), quiet, quiet)
+    assert again.reused and not [r for r in world.fake.requests[before:] if r.mutating]
+
+
+def test_a_running_execution_for_the_same_model_is_joined_not_duplicated(
+    world: FakeGoogleCloud, sample_dataset_path: Path
+) -> None:
+    backend = backend_for(world)
+    image = backend.builder.build(JOB_IMAGE, on_log=quiet)
+    world.fake.execution_mode = "hold"
+    runner = backend.runner
+    runner.ensure_job(image, quiet)  # type: ignore[attr-defined]
+    spec = job_spec(KEY, sample_dataset_path, deadline_s=30)
+    execution = runner.start([*spec.args, "--output-dir", f"/mnt/store/{spec.output_prefix}"], 600)  # type: ignore[attr-defined]
+    logs: list[str] = []
+
+    def finish_while_waiting(_: object) -> None:  # the other run's execution completes
+        world.fake.finish_execution(execution, succeeded=True)
+
+    outcome = runner.run(image, spec, logs.append, finish_while_waiting)
+
+    assert outcome.execution == execution
+    assert len(world.fake.calls("run.projects.locations.jobs.run")) == 1
+    assert any("already training" in line for line in logs)
+
+
+def test_past_the_deadline_the_execution_is_cancelled(
+    world: FakeGoogleCloud, sample_dataset_path: Path
+) -> None:
+    backend = backend_for(world)
+    image = backend.builder.build(JOB_IMAGE, on_log=quiet)
+    world.fake.execution_mode = "hold"
+    with pytest.raises(DeadlineExceeded, match="was cancelled"):
+        backend.runner.run(image, job_spec(KEY, sample_dataset_path, deadline_s=0.3), quiet, quiet)
+    assert len(world.fake.calls("run.projects.locations.jobs.executions.cancel")) == 1
+
+
+def test_service_runs_vllm_privately_and_moves_traffic_only_on_promote(
+    world: FakeGoogleCloud,
+) -> None:
+    server = backend_for(world).server
+    first = server.deploy("models/aaaaaaaaaaaaaaaa", "emoji-gemma", 300)
+
+    service = body(world, "run.projects.locations.services.create")
+    template = service["template"]
+    (container,) = template["containers"]
+    assert container["image"] == GcpSettings.model_fields["vllm_image"].default
+    assert container["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    args = container["args"]
+    assert args[args.index("--model") + 1] == "/mnt/store/models/aaaaaaaaaaaaaaaa"
+    assert args[args.index("--served-model-name") + 1] == "emoji-gemma"
+    assert container["ports"] == [{"containerPort": 8000}]
+    probe = container["startupProbe"]
+    assert probe["httpGet"] == {"path": "/health", "port": 8000}
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 300, "sized for model loading"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert not container["resources"].get("cpuIdle"), "a GPU service keeps its CPU"
+    assert template["nodeSelector"] == {"accelerator": "nvidia-l4"}
+    assert template["gpuZonalRedundancyDisabled"] is True
+    assert template["scaling"]["maxInstanceCount"] == 1
+    assert template["volumes"][0]["gcs"] == {"bucket": world.names.bucket, "readOnly": True}
+    assert not service.get("invokerIamDisabled"), "the invoker IAM check stays on"
+    grant = body(world, "run.projects.locations.services.setIamPolicy")["policy"]["bindings"]
+    assert grant == [
+        {
+            "role": "roles/run.invoker",
+            "members": [f"serviceAccount:{world.names.service_account_email}"],
+        }
+    ]
+
+    second = server.deploy("models/bbbbbbbbbbbbbbbb", "emoji-gemma", 300)
+    traffic = body(world, "run.projects.locations.services.patch")["traffic"]
+    assert [(t["revision"], t.get("percent", 0), t.get("tag")) for t in traffic] == [
+        (first.handle, 100, candidate_tag("aaaaaaaaaaaaaaaa")),
+        (second.handle, 0, candidate_tag("bbbbbbbbbbbbbbbb")),
+    ], "the candidate gets a tag and no traffic"
+    assert all(t["type"] in (BY_REVISION, 2) for t in traffic)
+
+    server.promote(second)
+    traffic = body(world, "run.projects.locations.services.patch")["traffic"]
+    assert [(t["revision"], t["percent"]) for t in traffic] == [(second.handle, 100)]
+
+    before = len(world.fake.requests)
+    assert server.deploy("models/bbbbbbbbbbbbbbbb", "emoji-gemma", 300) == second
+    server.promote(second)
+    assert not [r for r in world.fake.requests[before:] if r.mutating], "a rerun changes nothing"
+
+
+def test_a_discarded_candidate_leaves_traffic_where_it_was(world: FakeGoogleCloud) -> None:
+    server = backend_for(world).server
+    live = server.deploy("models/aaaaaaaaaaaaaaaa", "emoji-gemma", 300)
+    candidate = server.deploy("models/cccccccccccccccc", "emoji-gemma", 300)
+    server.discard(candidate)
+    traffic = world.fake.resource(world.names.service)["traffic"]
+    assert [(t["revision"], t["percent"]) for t in traffic] == [(live.handle, 100)]
+
+
+def test_a_revision_that_fails_to_start_is_reported_and_never_serves(
+    world: FakeGoogleCloud,
+) -> None:
+    server = backend_for(world).server
+    live = server.deploy("models/aaaaaaaaaaaaaaaa", "emoji-gemma", 300)
+    world.fake.revisions_fail = True
+    with pytest.raises(DeployFailed, match=r"failed to start|not ready"):
+        server.deploy("models/dddddddddddddddd", "emoji-gemma", 300)
+    traffic = world.fake.resource(world.names.service)["traffic"]
+    assert [(t["revision"], t["percent"]) for t in traffic] == [(live.handle, 100)]
+
+
+def test_public_endpoint_only_when_explicitly_allowed(world: FakeGoogleCloud) -> None:
+    server = backend_for(world, allow_unauthenticated=True).server
+    endpoint: Endpoint = server.deploy("models/aaaaaaaaaaaaaaaa", "emoji-gemma", 300)
+    assert body(world, "run.projects.locations.services.create")["invokerIamDisabled"] is True
+    assert world.fake.calls("run.projects.locations.services.setIamPolicy") == []
+    assert server.request_headers(endpoint)["Authorization"].startswith("Bearer ")
+
+
+def test_image_is_built_once_per_content_and_pinned_by_digest(world: FakeGoogleCloud) -> None:
+    builder = backend_for(world).builder
+    assert source_tarball(JOB_IMAGE) == source_tarball(JOB_IMAGE), "deterministic bytes"
+    wanted = builder.image_for(JOB_IMAGE)
+    assert not builder.exists(wanted)
+
+    built = builder.build(JOB_IMAGE, on_log=quiet)
+
+    assert built.built and built.log_url and built.digest == wanted.digest
+    request = body(world, "cloudbuild.projects.builds.create")
+    source = request["source"]["storageSource"]
+    assert source["bucket"] == world.names.bucket and source["object"].endswith(".tar.gz")
+    assert request["images"] == [wanted.uri]
+    assert builder.exists(wanted)
+    again = builder.build(JOB_IMAGE, on_log=quiet)
+    assert not again.built and again.uri == built.uri
+    assert len(world.fake.calls("cloudbuild.projects.builds.create")) == 1
+
+
+def test_secret_gets_a_version_only_when_the_token_changes_and_never_leaks(
+    world: FakeGoogleCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provisioner = build_gcp_backend(world.settings()).provisioner
+    logs: list[str] = []
+    provisioner.ensure(on_log=logs.append)
+    provisioner.ensure(on_log=logs.append)
+    assert len(world.fake.calls("secretmanager.projects.secrets.addVersion")) == 1
+
+    monkeypatch.setenv("HF_TOKEN", "hf_rotatedSecret77")
+    assert not provisioner.is_ready()
+    provisioner.ensure(on_log=logs.append)
+    assert len(world.fake.calls("secretmanager.projects.secrets.addVersion")) == 2
+    assert not any(TOKEN in line or "hf_rotatedSecret77" in line for line in logs)
+
+    monkeypatch.delenv("HF_TOKEN")
+    provisioner.ensure(on_log=logs.append)  # an existing version is enough for later runs
+
+
+def test_without_a_token_nothing_is_created(
+    world: FakeGoogleCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(ConfigurationError, match="HF_TOKEN is not set"):
+        build_gcp_backend(world.settings()).provisioner.ensure(on_log=quiet)
+    assert world.fake.mutations() == []
+
+
+def test_bindings_keep_other_members_and_survive_a_concurrent_change(
+    world: FakeGoogleCloud,
+) -> None:
+    provisioner = build_gcp_backend(world.settings()).provisioner
+    provisioner.ensure(on_log=quiet)
+    secret = world.names.secret
+    other = {"role": "roles/secretmanager.secretAccessor", "members": ["user:ops@example.com"]}
+    world.fake.state.policies[secret] = {"version": 1, "etag": "QndPbGQ=", "bindings": [other]}
+    world.fake.inject("secretmanager.projects.secrets.setIamPolicy", 409, "concurrent", "ABORTED")
+
+    assert provisioner.ensure_secret_binding()  # type: ignore[attr-defined]
+
+    members = world.fake.state.policies[secret]["bindings"][0]["members"]
+    assert members == [
+        "user:ops@example.com",
+        f"serviceAccount:{world.names.service_account_email}",
+    ]
+    sets = world.fake.calls("secretmanager.projects.secrets.setIamPolicy")
+    assert sets[-1].body["policy"]["etag"] == "QndPbGQ=" and len(sets) == 3
+
+
+def test_bucket_is_regional_uniform_and_not_public(world: FakeGoogleCloud) -> None:
+    backend = backend_for(world)
+    bucket = backend.provisioner.clients.storage.get_bucket(world.names.bucket)  # type: ignore[attr-defined]
+    assert bucket.location == "EUROPE-WEST1"
+    assert bucket.iam_configuration.uniform_bucket_level_access_enabled
+    assert bucket.iam_configuration.public_access_prevention == "enforced"
+
+
+def test_the_fake_rejects_what_google_rejects(world: FakeGoogleCloud) -> None:
+    world.fake.enable_all()
+    url = f"{world.url}/v2/{world.names.location}/jobs?jobId=x"
+    unknown = httpx.post(url, json={"template": {"template": {"gpus": 1, "containers": []}}})
+    assert unknown.status_code == 400
+    assert 'Unknown name "gpus"' in unknown.json()["error"]["message"]
+    enum = {"template": {"template": {"executionEnvironment": "GEN9", "containers": []}}}
+    assert httpx.post(url, json=enum).status_code == 400
+    assert httpx.get(f"{world.url}/v2/{world.names.job}").status_code == 404
+
+
+def test_teardown_deletes_the_service_and_on_request_job_images_and_models(
+    world: FakeGoogleCloud, sample_dataset_path: Path
+) -> None:
+    backend = backend_for(world)
+    image = backend.builder.build(JOB_IMAGE, on_log=quiet)
+    backend.runner.run(image, job_spec(KEY, sample_dataset_path), quiet, quiet)
+    backend.server.deploy(model_prefix(KEY), "emoji-gemma", 300)
+    teardown = backend.teardown
+    assert teardown is not None
+
+    assert teardown.stop_serving(quiet) and not teardown.stop_serving(quiet)
+    assert teardown.delete_job(quiet) and not teardown.delete_job(quiet)
+    assert teardown.delete_images(quiet) == 1
+    assert teardown.delete_models(quiet) == 1
+    assert world.objects("models/") == []
+    assert not backend.builder.exists(backend.builder.image_for(JOB_IMAGE))
+    assert world.objects("inputs/"), "provisioned and staged things stay"

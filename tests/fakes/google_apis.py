@@ -1,0 +1,725 @@
+"""One local HTTP server standing in for the Google control-plane APIs the backend calls.
+
+Cloud Run v2 (jobs, executions, services, revisions, operations), Secret Manager, Artifact
+Registry, Cloud Build, Service Usage and IAM have no emulator, so this fake implements the
+methods the backend uses with Google's semantics: 404 for a missing resource, 409 for a
+duplicate, etags on IAM policies and resources (a stale etag is a 409 ABORTED, 412 on GCS),
+long-running operations, 403 SERVICE_DISABLED until an API is enabled, and bodies validated
+against Google's discovery documents. Storage requests are proxied to the real GCS emulator
+(fake-gcs-server), adding what it lacks: bucket location, uniform access and bucket IAM.
+
+Tests steer it: `inject` queues HTTP faults (429, 503, quota) for a method, `execution_mode`
+makes training executions succeed, fail or stay running, `on_execution` runs when one
+succeeds (it writes a model into the bucket), `url_for_tag` says where each tag's URL points.
+Every request is recorded (`requests`), so a test can assert that a rerun mutated nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import itertools
+import json
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+
+from tests.fakes.discovery import InvalidBody, Route, match, validate
+
+RUN = "type.googleapis.com/google.cloud.run.v2."
+SERVICE_DISABLED_APIS = {
+    "run.v2": "run.googleapis.com",
+    "secretmanager.v1": "secretmanager.googleapis.com",
+    "artifactregistry.v1": "artifactregistry.googleapis.com",
+    "cloudbuild.v1": "cloudbuild.googleapis.com",
+    "iam.v1": "iam.googleapis.com",
+}
+GRPC_CODES = {400: 3, 403: 7, 404: 5, 409: 10, 429: 8, 500: 13, 503: 14}
+STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    412: "FAILED_PRECONDITION",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+ExecutionMode = Literal["succeed", "fail", "hold"]
+DELETED_TYPES = {
+    "run.projects.locations.services.delete": "google.cloud.run.v2.Service",
+    "run.projects.locations.jobs.delete": "google.cloud.run.v2.Job",
+}
+
+
+class ApiError(Exception):
+    """An error response in Google's JSON shape."""
+
+    def __init__(
+        self, code: int, message: str, status: str | None = None, reason: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status or STATUS_NAMES.get(code, "UNKNOWN")
+        self.reason = reason
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": str(self), "status": self.status}
+        if self.reason:
+            error["details"] = [
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": self.reason}
+            ]
+        return {"error": error}
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request as the fake received it."""
+
+    method: str
+    path: str
+    method_id: str
+    body: Any
+    mutating: bool
+
+
+@dataclass
+class Fault:
+    method_id: str
+    code: int
+    message: str
+    status: str | None
+    times: int
+
+
+@dataclass
+class State:
+    """Everything the fake knows, keyed by full resource name."""
+
+    enabled: set[str] = field(default_factory=set)
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    policies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    operations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    buckets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class GoogleApisFake:
+    """The fake's state and behaviour; `serve()` puts it behind an HTTP server."""
+
+    def __init__(self, gcs_url: str, project_number: str = "123456789012") -> None:
+        self.gcs = urllib.parse.urlsplit(gcs_url)
+        self.project_number = project_number
+        self.state = State()
+        self.requests: list[Recorded] = []
+        self.faults: list[Fault] = []
+        self.execution_mode: ExecutionMode = "succeed"
+        self.on_execution: Callable[[list[str]], None] | None = None
+        self.revisions_fail = False
+        self.url_for_tag: Callable[[str], str] = lambda tag: "http://127.0.0.1:9"
+        self.service_url = "http://127.0.0.1:9"
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()
+        self._server: ThreadingHTTPServer | None = None
+
+    # ------------------------------------------------------------------ test controls
+
+    def inject(
+        self,
+        method_id: str,
+        code: int,
+        message: str = "injected",
+        status: str | None = None,
+        times: int = 1,
+    ) -> None:
+        """Answer the next `times` calls of `method_id` with this error."""
+        self.faults.append(Fault(method_id, code, message, status, times))
+
+    def enable_all(self) -> None:
+        self.state.enabled |= {*SERVICE_DISABLED_APIS.values(), "storage.googleapis.com"}
+
+    def mutations(self) -> list[Recorded]:
+        return [r for r in self.requests if r.mutating]
+
+    def calls(self, method_id: str) -> list[Recorded]:
+        return [r for r in self.requests if r.method_id == method_id]
+
+    def resource(self, name: str) -> dict[str, Any]:
+        return self.state.resources[name]
+
+    def finish_execution(self, name: str, succeeded: bool) -> None:
+        """Complete an execution left running by `execution_mode = "hold"`."""
+        with self._lock:
+            self._complete(self.state.resources[name], succeeded)
+
+    # ------------------------------------------------------------------ HTTP
+
+    def serve(self) -> str:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # quiet: bodies may hold the (fake) token; tests read `requests`
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                status, headers, payload = fake.handle(self.command, self.path, self.headers, raw)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def shutdown(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def handle(
+        self, method: str, target: str, headers: Any, raw: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        url = urllib.parse.urlsplit(target)
+        path, query = url.path, dict(urllib.parse.parse_qsl(url.query))
+        if path.startswith(("/storage/", "/upload/", "/download/")):
+            return self._storage(method, target, path, headers, raw)
+        route = match(method, path)
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = None
+        with self._lock:
+            mutating = route.mutating if route is not None else method != "GET"
+            self.requests.append(
+                Recorded(method, path, route.method_id if route else "?", body, mutating)
+            )
+            try:
+                if route is None:
+                    raise ApiError(404, f"no such method: {method} {path}")
+                self._fault(route.method_id)
+                self._require_enabled(route)
+                if route.request_schema and body is not None:
+                    validate(route.api, route.request_schema, body)
+                result = self._dispatch(route, path.lstrip("/"), query, body or {})
+            except InvalidBody as error:
+                return self._json(400, ApiError(400, str(error)).body())
+            except ApiError as error:
+                return self._json(error.code, error.body())
+        return self._json(200, result)
+
+    @staticmethod
+    def _json(code: int, payload: object) -> tuple[int, dict[str, str], bytes]:
+        return code, {"Content-Type": "application/json"}, json.dumps(payload).encode()
+
+    def _fault(self, method_id: str) -> None:
+        for fault in self.faults:
+            if fault.method_id == method_id and fault.times > 0:
+                fault.times -= 1
+                raise ApiError(fault.code, fault.message, fault.status)
+
+    def _require_enabled(self, route: Route) -> None:
+        service = SERVICE_DISABLED_APIS.get(route.api)
+        if service and service not in self.state.enabled:
+            raise ApiError(
+                403,
+                f"{service} has not been used in project {self.project_number} before or it "
+                "is disabled. Enable it by visiting the console, then retry.",
+                reason="SERVICE_DISABLED",
+            )
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _dispatch(
+        self, route: Route, name: str, query: dict[str, str], body: dict[str, Any]
+    ) -> Any:
+        resource = name.split("/", 1)[1].partition(":")[0]  # drop the version and the verb
+        family = route.method_id
+        handlers: dict[str, Callable[[], Any]] = {
+            "serviceusage.services.get": lambda: self._service_usage(resource),
+            "serviceusage.services.batchEnable": lambda: self._batch_enable(body),
+            "iam.projects.serviceAccounts.create": lambda: self._create_account(resource, body),
+            "secretmanager.projects.secrets.create": lambda: self._create(
+                f"{resource}/{query['secretId']}", {**body, "createTime": now()}
+            ),
+            "secretmanager.projects.secrets.addVersion": lambda: self._add_version(resource, body),
+            "secretmanager.projects.secrets.versions.get": lambda: self._version(resource),
+            "secretmanager.projects.secrets.versions.access": lambda: self._access(resource),
+            "artifactregistry.projects.locations.repositories.create": lambda: self._operation(
+                resource.rsplit("/", 1)[0],
+                self._create(f"{resource}/{query['repositoryId']}", body),
+                "google.devtools.artifactregistry.v1.Repository",
+                metadata_type="google.devtools.artifactregistry.v1.OperationMetadata",
+            ),
+            "cloudbuild.projects.locations.builds.create": lambda: self._build(resource, body),
+            "cloudbuild.projects.builds.create": lambda: self._build(
+                query.get("parent", resource.rsplit("/", 1)[0]), body
+            ),
+            "run.projects.locations.jobs.create": lambda: self._create_job(resource, query, body),
+            "run.projects.locations.jobs.patch": lambda: self._update_job(resource, body),
+            "run.projects.locations.jobs.run": lambda: self._run_job(resource, body),
+            "run.projects.locations.jobs.executions.cancel": lambda: self._cancel(resource),
+            "run.projects.locations.services.create": lambda: self._write_service(
+                f"{resource}/{query['serviceId']}", body, creating=True
+            ),
+            "run.projects.locations.services.patch": lambda: self._write_service(
+                resource, body, creating=False
+            ),
+        }
+        if family in handlers:
+            return handlers[family]()
+        if route.action == "list":
+            return self._list(resource)
+        if route.action == "delete":
+            return self._delete(resource, DELETED_TYPES.get(family, "google.protobuf.Empty"))
+        if route.action == "getIamPolicy":
+            return self._policy(resource)
+        if route.action == "setIamPolicy":
+            return self._set_policy(resource, body["policy"], stale=409)
+        if route.action == "get" and ".operations." in family:
+            return self._get_operation(resource)
+        if route.action == "get":
+            return self._get(resource)
+        raise ApiError(501, f"the fake does not implement {family}")
+
+    def _get(self, name: str) -> dict[str, Any]:
+        if name not in self.state.resources:
+            raise ApiError(404, f"Resource '{name}' was not found")
+        return self.state.resources[name]
+
+    def _create(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        if name in self.state.resources:
+            raise ApiError(409, f"Resource '{name}' already exists")
+        resource = {**body, "name": name, "etag": self._etag()}
+        self.state.resources[name] = resource
+        return resource
+
+    def _list(self, collection: str) -> dict[str, Any]:
+        """The direct children of a collection, under its own name (one page)."""
+        depth = collection.count("/") + 1
+        found = [
+            r
+            for n, r in self.state.resources.items()
+            if n.startswith(f"{collection}/") and n.count("/") == depth
+        ]
+        return {collection.rsplit("/", 1)[1]: found}
+
+    def _delete(self, name: str, response_type: str) -> dict[str, Any]:
+        deleted = self._get(name)
+        for child in [n for n in self.state.resources if n == name or n.startswith(f"{name}/")]:
+            del self.state.resources[child]
+        response = deleted if response_type != "google.protobuf.Empty" else {}
+        return self._operation(_location(name), response, response_type)
+
+    def _etag(self) -> str:
+        return base64.b64encode(f"etag-{next(self._ids)}".encode()).decode()
+
+    def _operation(
+        self,
+        parent: str,
+        response: dict[str, Any] | None,
+        response_type: str,
+        metadata: dict[str, Any] | None = None,
+        metadata_type: str | None = None,
+        error: ApiError | None = None,
+    ) -> dict[str, Any]:
+        """A long-running operation; done at once unless it has no response yet."""
+        name = f"{parent}/operations/op-{next(self._ids)}".lstrip("/")
+        operation: dict[str, Any] = {
+            "name": name,
+            "done": response is not None or error is not None,
+        }
+        if response is not None:
+            operation["response"] = {"@type": f"type.googleapis.com/{response_type}", **response}
+        if error is not None:
+            operation["error"] = {"code": GRPC_CODES.get(error.code, 2), "message": str(error)}
+        if metadata_type is not None:
+            operation["metadata"] = {
+                "@type": f"type.googleapis.com/{metadata_type}",
+                **(metadata or {}),
+            }
+        self.state.operations[name] = operation
+        return operation
+
+    def _get_operation(self, name: str) -> dict[str, Any]:
+        if name not in self.state.operations:
+            raise ApiError(404, f"operation {name} not found")
+        return self.state.operations[name]
+
+    # ------------------------------------------------------------------ service usage, IAM
+
+    def _service_usage(self, name: str) -> dict[str, Any]:
+        service = name.rsplit("/", 1)[1]
+        state = "ENABLED" if service in self.state.enabled else "DISABLED"
+        return {"name": f"projects/{self.project_number}/services/{service}", "state": state}
+
+    def _batch_enable(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.state.enabled |= set(body["serviceIds"])
+        return self._operation(
+            "",
+            {"services": [{"name": s, "state": "ENABLED"} for s in body["serviceIds"]]},
+            "google.api.serviceusage.v1.BatchEnableServicesResponse",
+            metadata_type="google.api.serviceusage.v1.OperationMetadata",
+        )
+
+    def _create_account(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
+        project_id = collection.split("/")[1]
+        email = f"{body['accountId']}@{project_id}.iam.gserviceaccount.com"
+        account = {
+            **body.get("serviceAccount", {}),
+            "email": email,
+            "projectId": project_id,
+            "uniqueId": str(next(self._ids)),
+        }
+        return self._create(f"{collection}/{email}", account)
+
+    def _policy(self, resource: str) -> dict[str, Any]:
+        return self.state.policies.setdefault(resource, {"version": 1, "etag": self._etag()})
+
+    def _set_policy(self, resource: str, policy: dict[str, Any], stale: int) -> dict[str, Any]:
+        current = self._policy(resource)
+        if policy.get("etag") and policy["etag"] != current["etag"]:
+            status = "ABORTED" if stale == 409 else "FAILED_PRECONDITION"
+            raise ApiError(stale, "There were concurrent policy changes.", status)
+        stored = {**policy, "etag": self._etag()}
+        self.state.policies[resource] = stored
+        return stored
+
+    # ------------------------------------------------------------------ secret manager
+
+    def _add_version(self, secret: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._get(secret)
+        versions = self.state.versions.setdefault(secret, [])
+        version = {
+            "name": f"{secret}/versions/{len(versions) + 1}",
+            "state": "ENABLED",
+            "createTime": now(),
+        }
+        versions.append({**version, "payload": body["payload"]})
+        return version
+
+    def _latest(self, name: str) -> dict[str, Any]:
+        secret, _, number = name.rpartition("/versions/")
+        self._get(secret)
+        versions = self.state.versions.get(secret, [])
+        if number == "latest":
+            found = versions[-1] if versions else None
+        else:
+            found = next((v for v in versions if v["name"] == name), None)
+        if found is None:
+            raise ApiError(404, f"Secret Version [{name}] not found.")
+        return found
+
+    def _version(self, name: str) -> dict[str, Any]:
+        return {k: v for k, v in self._latest(name).items() if k != "payload"}
+
+    def _access(self, name: str) -> dict[str, Any]:
+        version = self._latest(name)
+        return {"name": version["name"], "payload": version["payload"]}
+
+    # ------------------------------------------------------------------ cloud build
+
+    def _build(self, location: str, body: dict[str, Any]) -> dict[str, Any]:
+        build_id = f"build-{next(self._ids)}"
+        results = []
+        for image in body.get("images", []):
+            digest = "sha256:" + f"{next(self._ids):064x}"
+            results.append({"name": image, "digest": digest})
+            self._push_tag(image, digest)
+        build = {
+            **body,
+            "id": build_id,
+            "name": f"{location}/builds/{build_id}",
+            "status": "SUCCESS",
+            "logUrl": f"https://console.cloud.google.com/cloud-build/builds/{build_id}",
+            "results": {"images": results},
+        }
+        return self._operation(
+            location,
+            build,
+            "google.devtools.cloudbuild.v1.Build",
+            metadata={"build": build},
+            metadata_type="google.devtools.cloudbuild.v1.BuildOperationMetadata",
+        )
+
+    def _push_tag(self, image: str, digest: str) -> None:
+        """`<region>-docker.pkg.dev/<project>/<repo>/<package>:<tag>` → a tag resource."""
+        host, project, repo, rest = image.split("/", 3)
+        package, tag = rest.rsplit(":", 1)
+        region = host.removesuffix("-docker.pkg.dev")
+        base = f"projects/{project}/locations/{region}/repositories/{repo}/packages/{package}"
+        self.state.resources.setdefault(base, {"name": base})
+        self.state.resources[f"{base}/tags/{tag}"] = {
+            "name": f"{base}/tags/{tag}",
+            "version": f"{base}/versions/{digest}",
+        }
+
+    # ------------------------------------------------------------------ cloud run jobs
+
+    def _create_job(
+        self, collection: str, query: dict[str, str], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        job = self._create(f"{collection}/{query['jobId']}", {**body, "generation": "1"})
+        return self._operation(
+            _location(collection),
+            job,
+            "google.cloud.run.v2.Job",
+            job,
+            "google.cloud.run.v2.Job",
+        )
+
+    def _update_job(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        live = self._get(name)
+        if body.get("etag") and body["etag"] != live["etag"]:
+            raise ApiError(409, "etag mismatch: the job changed meanwhile", "ABORTED")
+        job = {
+            **body,
+            "name": name,
+            "etag": self._etag(),
+            "generation": str(int(live["generation"]) + 1),
+        }
+        self.state.resources[name] = job
+        return self._operation(
+            _location(name), job, "google.cloud.run.v2.Job", job, "google.cloud.run.v2.Job"
+        )
+
+    def _run_job(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        job = self._get(name)
+        task = json.loads(json.dumps(job["template"]["template"]))
+        overrides = body.get("overrides", {})
+        for override in overrides.get("containerOverrides", []):
+            container = next(
+                (c for c in task["containers"] if c.get("name") == override.get("name")),
+                task["containers"][0],
+            )
+            if "args" in override:
+                container["args"] = override["args"]
+        if "timeout" in overrides:
+            task["timeout"] = overrides["timeout"]
+        execution_id = f"{name.rsplit('/', 1)[1]}-{next(self._ids):05d}"
+        execution = {
+            "name": f"{name}/executions/{execution_id}",
+            "job": name.rsplit("/", 1)[1],
+            "template": task,
+            "taskCount": overrides.get("taskCount", 1),
+            "createTime": now(),
+            "startTime": now(),
+            "runningCount": 1,
+            "logUri": f"https://console.cloud.google.com/logs/viewer?execution={execution_id}",
+            "etag": self._etag(),
+        }
+        self.state.resources[execution["name"]] = execution
+        if self.execution_mode != "hold":
+            self._complete(execution, self.execution_mode == "succeed")
+        return self._operation(
+            _location(name), None, "", execution, "google.cloud.run.v2.Execution"
+        )
+
+    def _complete(self, execution: dict[str, Any], succeeded: bool) -> None:
+        if succeeded and self.on_execution is not None:
+            self.on_execution(execution["template"]["containers"][0].get("args", []))
+        outcome = "succeededCount" if succeeded else "failedCount"
+        execution.update(
+            {
+                "runningCount": 0,
+                outcome: 1,
+                "completionTime": now(),
+                "conditions": [
+                    {
+                        "type": "Completed",
+                        "state": "CONDITION_SUCCEEDED" if succeeded else "CONDITION_FAILED",
+                        "message": ""
+                        if succeeded
+                        else "Task failed: the container exited with code 1",
+                    }
+                ],
+            }
+        )
+
+    def _cancel(self, name: str) -> dict[str, Any]:
+        execution = self._get(name)
+        execution.update({"runningCount": 0, "cancelledCount": 1, "completionTime": now()})
+        return self._operation(
+            _location(name),
+            execution,
+            "google.cloud.run.v2.Execution",
+            execution,
+            "google.cloud.run.v2.Execution",
+        )
+
+    # ------------------------------------------------------------------ cloud run services
+
+    def _write_service(self, name: str, body: dict[str, Any], creating: bool) -> dict[str, Any]:
+        live = None if creating else self._get(name)
+        if creating and name in self.state.resources:
+            raise ApiError(409, f"Resource '{name}' already exists")
+        if live is not None and body.get("etag") and body["etag"] != live["etag"]:
+            raise ApiError(409, "etag mismatch: the service changed meanwhile", "ABORTED")
+        service_id = name.rsplit("/", 1)[1]
+        template = body["template"]
+        revision = template.get("revision") or f"{service_id}-{next(self._ids):05d}"
+        revision_name = f"{name}/revisions/{revision}"
+        existing = self.state.resources.get(revision_name)
+        if existing is not None and existing["template"] != template:
+            raise ApiError(
+                409, f"Revision named '{revision}' with different configuration already exists."
+            )
+        traffic = body.get("traffic") or [
+            {"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST", "percent": 100}
+        ]
+        self._check_traffic(name, traffic, revision)
+        error = None
+        if existing is None:
+            ready = not self.revisions_fail
+            self.state.resources[revision_name] = {
+                "name": revision_name,
+                "service": service_id,
+                "template": template,
+                "logUri": f"https://console.cloud.google.com/logs/viewer?revision={revision}",
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "state": "CONDITION_SUCCEEDED" if ready else "CONDITION_FAILED",
+                        "message": "" if ready else "The user-provided container failed to start",
+                    }
+                ],
+            }
+            if not ready:
+                error = ApiError(
+                    400, f"Revision '{revision}' is not ready and cannot serve traffic."
+                )
+        service = {
+            **body,
+            "name": name,
+            "uri": self.service_url,
+            "etag": self._etag(),
+            "latestCreatedRevision": revision_name,
+            "latestReadyRevision": revision_name
+            if error is None
+            else (live or {}).get("latestReadyRevision", ""),
+            "traffic": traffic if error is None else (live or {}).get("traffic", []),
+        }
+        service["trafficStatuses"] = [
+            {**target, "uri": self.url_for_tag(target["tag"])} if target.get("tag") else target
+            for target in service["traffic"]
+        ]
+        if error is None or live is None:
+            self.state.resources[name] = service
+        return self._operation(
+            _location(name),
+            None if error else service,
+            "google.cloud.run.v2.Service",
+            service,
+            "google.cloud.run.v2.Service",
+            error=error,
+        )
+
+    def _check_traffic(
+        self, service: str, traffic: list[dict[str, Any]], new_revision: str
+    ) -> None:
+        if sum(int(t.get("percent", 0)) for t in traffic) != 100:
+            raise ApiError(400, "Traffic targets must add up to 100 percent.")
+        for target in traffic:
+            revision = target.get("revision")
+            if (
+                revision
+                and revision != new_revision
+                and f"{service}/revisions/{revision}" not in self.state.resources
+            ):
+                raise ApiError(400, f"Revision '{revision}' referenced in traffic not found.")
+
+    # ------------------------------------------------------------------ storage (proxy)
+
+    def _storage(
+        self, method: str, target: str, path: str, headers: Any, raw: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Bucket metadata and IAM here; objects in the real emulator."""
+        parts = path.strip("/").split("/")
+        with self._lock:
+            self.requests.append(Recorded(method, path, f"storage:{method}", None, method != "GET"))
+            try:
+                self._fault(f"storage:{method}")
+                if "storage.googleapis.com" not in self.state.enabled:
+                    raise ApiError(
+                        403, "storage.googleapis.com is disabled", reason="SERVICE_DISABLED"
+                    )
+            except ApiError as error:
+                return self._json(error.code, error.body())
+            if parts[:3] == ["storage", "v1", "b"] and len(parts) == 5 and parts[4] == "iam":
+                return self._bucket_policy(parts[3], method, raw)
+            if parts == ["storage", "v1", "b"] and method == "POST":
+                body = json.loads(raw)
+                try:
+                    validate("storage.v1", "Bucket", body)
+                except InvalidBody as error:
+                    return self._json(400, ApiError(400, str(error)).body())
+                meta = {k: body[k] for k in ("location", "iamConfiguration") if k in body}
+                meta["location"] = meta.get("location", "US").upper()
+                status, out_headers, payload = self._forward(method, target, headers, raw)
+                if status == 200:
+                    self.state.buckets[body["name"]] = meta
+                return status, out_headers, payload
+        status, out_headers, payload = self._forward(method, target, headers, raw)
+        if (
+            parts[:3] == ["storage", "v1", "b"]
+            and len(parts) == 4
+            and method == "GET"
+            and status == 200
+        ):
+            bucket = json.loads(payload) | self.state.buckets.get(parts[3], {})
+            return self._json(200, bucket)
+        return status, out_headers, payload
+
+    def _bucket_policy(
+        self, bucket: str, method: str, raw: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        if bucket not in self.state.buckets:
+            return self._json(404, ApiError(404, "The specified bucket does not exist.").body())
+        resource = f"storage/buckets/{bucket}"
+        if method == "GET":
+            return self._json(
+                200, {"kind": "storage#policy", "bindings": [], **self._policy(resource)}
+            )
+        try:
+            return self._json(200, self._set_policy(resource, json.loads(raw), stale=412))
+        except ApiError as error:
+            return self._json(error.code, error.body())
+
+    def _forward(
+        self, method: str, target: str, headers: Any, raw: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        connection = http.client.HTTPConnection(self.gcs.hostname, self.gcs.port, timeout=60)
+        dropped = {"host", "content-length", "connection", "accept-encoding"}
+        keep = {k: v for k, v in headers.items() if k.lower() not in dropped}
+        connection.request(method, target, body=raw or None, headers=keep)
+        response = connection.getresponse()
+        payload = response.read()
+        passed = {
+            k: v
+            for k, v in response.getheaders()
+            if k.lower() not in {"content-length", "transfer-encoding", "connection"}
+        }
+        connection.close()
+        return response.status, passed, payload
+
+
+def _location(name: str) -> str:
+    """`projects/p/locations/r` of any resource name below it."""
+    return "/".join(name.split("/")[:4])

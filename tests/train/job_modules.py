@@ -1,0 +1,27 @@
+"""Import `job_image/` modules in-process, the way `finetune.py` imports its siblings.
+
+The job image is tagged by a hash of `job_image/`'s content, so tests must not leave
+`__pycache__` in it: bytecode writing is off while a module (and what it imports) loads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
+
+JOB_IMAGE = Path(__file__).resolve().parents[2] / "job_image"
+
+
+def job_module(name: str) -> ModuleType:
+    """The job's module `name` (e.g. "config"), imported from job_image/."""
+    folder = str(JOB_IMAGE)
+    saved = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    sys.path.insert(0, folder)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(folder)
+        sys.dont_write_bytecode = saved

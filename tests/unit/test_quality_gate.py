@@ -1,0 +1,93 @@
+"""The evaluation gate: which held-out metrics stop a model from being served, and why."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from core.quality_gate import QualityThresholds, quality_problems
+from flows.settings import PipelineSettings, QualitySettings
+
+GATE = QualityThresholds(
+    min_emoji_only_rate=0.5,
+    max_eval_loss=None,
+    require_improvement_over_base=True,
+    max_loss_regression=0.1,
+)
+# A real fine-tune: the base rambles in words, the tuned model answers in emoji.
+GOOD = {
+    "eval_loss": 0.6,
+    "emoji_only_rate": 0.96,
+    "exact_match": 0.3,
+    "emoji_f1": 0.55,
+    "eval_examples": 50.0,
+    "train_loss": 0.5,
+    "base_eval_loss": 3.2,
+    "base_emoji_only_rate": 0.1,
+    "base_exact_match": 0.0,
+    "base_emoji_f1": 0.2,
+}
+
+
+def gate(**changes: object) -> QualityThresholds:
+    return replace(GATE, **changes)
+
+
+def test_a_model_that_beats_its_base_passes() -> None:
+    assert quality_problems(GOOD, GATE) == []
+
+
+def test_too_few_emoji_only_answers_fail() -> None:
+    problems = quality_problems({**GOOD, "emoji_only_rate": 0.4}, gate(min_emoji_only_rate=0.9))
+    assert len(problems) == 1
+    assert "0.40 is below the minimum 0.90" in problems[0] and "min_emoji_only_rate" in problems[0]
+
+
+def test_absolute_loss_cap_applies_only_when_set() -> None:
+    assert quality_problems({**GOOD, "eval_loss": 2.5}, GATE) == []
+    (problem,) = quality_problems({**GOOD, "eval_loss": 2.5}, gate(max_eval_loss=1.0))
+    assert "above the maximum 1" in problem and "max_eval_loss" in problem
+
+
+def test_a_model_no_better_than_its_base_fails_with_every_reason() -> None:
+    worse = {**GOOD, "eval_loss": 4.0, "emoji_only_rate": 0.6, "base_emoji_only_rate": 0.7}
+    problems = quality_problems({**worse, "emoji_f1": 0.1}, GATE)
+    assert len(problems) == 3, problems
+    assert "does not beat the base model's 3.2" in problems[0]
+    assert "emoji-only answer rate 0.60 is worse than the base model's 0.70" in problems[1]
+    assert "emoji F1 0.10 is worse than the base model's 0.20" in problems[2]
+
+
+def test_loss_slack_covers_an_already_perfect_base_only() -> None:
+    perfect_base = {**GOOD, "base_eval_loss": 0.0050, "base_emoji_only_rate": 1.0}
+    tuned = {**perfect_base, "eval_loss": 0.0051, "emoji_only_rate": 1.0, "emoji_f1": 1.0}
+    perfect = {**tuned, "base_emoji_f1": 1.0}
+    assert quality_problems(perfect, GATE) == []  # 2% above a near-zero base loss: noise
+    assert quality_problems(perfect, gate(max_loss_regression=0.0)) != []
+    assert quality_problems({**perfect, "eval_loss": 0.006}, GATE) != []  # 20% worse
+
+
+def test_comparison_with_the_base_can_be_switched_off() -> None:
+    no_better = {**GOOD, "eval_loss": 4.0}
+    assert quality_problems(no_better, GATE) != []
+    assert quality_problems(no_better, gate(require_improvement_over_base=False)) == []
+    tuned_only = {k: v for k, v in GOOD.items() if not k.startswith("base_")}
+    assert quality_problems(tuned_only, gate(require_improvement_over_base=False)) == []
+
+
+@pytest.mark.parametrize("missing", ["eval_loss", "base_eval_loss", "base_emoji_f1"])
+def test_missing_or_non_finite_metrics_fail_closed(missing: str) -> None:
+    without = {k: v for k, v in GOOD.items() if k != missing}
+    (problem,) = quality_problems(without, GATE)
+    assert f"metrics lack {missing}" in problem
+    (problem,) = quality_problems({**GOOD, missing: math.nan}, GATE)
+    assert missing in problem
+
+
+def test_settings_defaults_build_the_gate() -> None:
+    quality = PipelineSettings(_env_file=None).quality  # type: ignore[call-arg]
+    assert quality == QualitySettings()
+    thresholds = QualityThresholds(**quality.model_dump())
+    assert thresholds == replace(GATE, max_loss_regression=0.0)  # strict unless relaxed
