@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.contracts import ConfigurationError
 from core.hashing import sha256_file, sha256_tree
-from tasks.backends.base import ConfigurationError
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import emoji
 import httpx
 
-from tasks.backends.base import Endpoint, SmokeTestFailed, TransientError
+from core.contracts import Endpoint, SmokeTestFailed, TransientError
 
 CHAT_PATH = "/v1/chat/completions"
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})

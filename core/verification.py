@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.contracts import ArtifactStore, VerificationFailed
 from core.safetensors_header import (
     FLOAT_DTYPES,
     HeaderError,
@@ -29,7 +30,6 @@ from core.safetensors_header import (
     TensorInfo,
     read_header,
 )
-from tasks.backends.base import ArtifactStore, VerificationFailed
 
 if TYPE_CHECKING:
     import torch

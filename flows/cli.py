@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
+from core.contracts import ConfigurationError, PipelineError
 from core.revisions import check_dataset_source, check_model_source
 from flows.settings import PipelineSettings, SettingsError, load_settings
 from flows.wiring import build_backend
-from tasks.backends.base import ConfigurationError, PipelineError
 
 # option → (section, field); section None means a top-level field.
 OPTIONS: dict[str, tuple[str | None, str]] = {

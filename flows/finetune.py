@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import State
 
+from core.contracts import Backend, Endpoint
 from core.lineage import Lineage
 from core.report import StepRecord, render_report
 from core.revisions import resolve_dataset_revision, resolve_model_revision
@@ -27,7 +28,6 @@ from core.verification import VerifiedModel, manifest_digest
 from flows.plan import JOB_IMAGE_DIR, make_lineage, train_job_spec
 from flows.settings import PipelineSettings, load_settings
 from flows.wiring import build_backend
-from tasks.backends.base import Backend, Endpoint
 from tasks.image import build_image
 from tasks.provision import provision
 from tasks.serve import deploy, promote

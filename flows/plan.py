@@ -9,10 +9,10 @@ import importlib.util
 import json
 from pathlib import Path
 
+from core.contracts import ImageRef, TrainJobSpec
 from core.lineage import Lineage
 from core.revisions import looks_like_path
 from flows.settings import PipelineSettings
-from tasks.backends.base import ImageRef, TrainJobSpec
 
 JOB_IMAGE_DIR = Path(__file__).resolve().parent.parent / "job_image"
 

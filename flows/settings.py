@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from tasks.backends.gcp_config import GPU_TASK_CAP_S, GcpSettings
+from tasks.backends.gcp.config import GPU_TASK_CAP_S, GcpSettings
 
 ENV_PREFIX = "PIPELINE_"
 CODELAB_PROMPT = (

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+from core.contracts import Backend, ConfigurationError
 from flows.settings import PipelineSettings
-from tasks.backends.base import Backend, ConfigurationError
 
 
 def build_backend(settings: PipelineSettings) -> Backend:
     if settings.backend == "local":
-        from tasks.backends.local import build_local_backend
+        from tasks.backends.local.backend import build_local_backend
 
         serving = settings.serving
         return build_local_backend(
             settings.local.root, engine=serving.engine, host=serving.host, port=serving.port
         )
     try:  # Google's client libraries are an optional extra: only gcp runs need them
-        from tasks.backends.gcp import build_gcp_backend
+        from tasks.backends.gcp.backend import build_gcp_backend
     except ImportError as error:
         raise ConfigurationError(
             f"backend 'gcp' needs the gcp extra ({error.name} is missing): pip install -e '.[gcp]'"

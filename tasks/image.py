@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from tasks.backends.base import ImageBuilder, ImageRef
+from core.contracts import ImageBuilder, ImageRef
 from tasks.policy import CACHED_TASK_OPTIONS
 
 

@@ -16,7 +16,7 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.context import TaskRunContext
 from prefect.states import State
 
-from tasks.backends.base import TransientError
+from core.contracts import TransientError
 
 RETRIES = 3
 RETRY_DELAYS_S = [2, 10, 30]

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from tasks.backends.base import Progress
+from core.contracts import Progress
 
 MIN_UPDATE_INTERVAL_S = 2.0
 LOG_EVERY_PERCENT = 10

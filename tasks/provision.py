@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from tasks.backends.base import Provisioner, ProvisionReport
+from core.contracts import Provisioner, ProvisionReport
 from tasks.policy import CACHED_TASK_OPTIONS
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from tasks.backends.base import Endpoint, ModelServer
+from core.contracts import Endpoint, ModelServer
 from tasks.policy import UNCACHED_TASK_OPTIONS
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
+from core.contracts import Endpoint, ModelServer
 from core.smoke import SmokeResult, run_smoke_test
-from tasks.backends.base import Endpoint, ModelServer
 from tasks.policy import UNCACHED_TASK_OPTIONS
 
 

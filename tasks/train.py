@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from tasks.backends.base import ImageRef, JobOutcome, JobRunner, TrainJobSpec
+from core.contracts import ImageRef, JobOutcome, JobRunner, TrainJobSpec
 from tasks.policy import CACHED_TASK_OPTIONS
 from tasks.progress import ProgressReporter
 

@@ -9,9 +9,9 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
+from core.contracts import ArtifactStore, VerificationFailed
 from core.quality_gate import QualityThresholds, quality_problems
 from core.verification import VerifiedModel, verify_model
-from tasks.backends.base import ArtifactStore, VerificationFailed
 from tasks.policy import CACHED_TASK_OPTIONS
 
 

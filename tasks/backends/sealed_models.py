@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from tasks.backends.base import ArtifactStore, JobOutcome, LogCallback, TrainJobSpec
+from core.contracts import ArtifactStore, JobOutcome, LogCallback, TrainJobSpec
 
 
 def sealed_lineage_key(store: ArtifactStore, prefix: str) -> str | None:

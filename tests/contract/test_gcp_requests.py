@@ -15,8 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from core.lineage import model_prefix
-from tasks.backends.base import (
+from core.contracts import (
     Backend,
     ConfigurationError,
     DeadlineExceeded,
@@ -24,10 +23,11 @@ from tasks.backends.base import (
     Endpoint,
     TrainJobSpec,
 )
-from tasks.backends.gcp import build_gcp_backend
-from tasks.backends.gcp_build import source_tarball
-from tasks.backends.gcp_config import GcpSettings
-from tasks.backends.gcp_specs import candidate_tag
+from core.lineage import model_prefix
+from tasks.backends.gcp.backend import build_gcp_backend
+from tasks.backends.gcp.config import GcpSettings
+from tasks.backends.gcp.image import source_tarball
+from tasks.backends.gcp.specs import candidate_tag
 from tests.conftest import REPO_ROOT
 from tests.fakes.gcp_world import FakeGoogleCloud, fake_google_cloud
 

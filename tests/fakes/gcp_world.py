@@ -19,7 +19,7 @@ from typing import Any
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from tasks.backends.gcp_config import GcpNames, GcpSettings
+from tasks.backends.gcp.config import GcpNames, GcpSettings
 from tests.fakes.google_apis import GoogleApisFake
 
 # What a good training job measures on held-out rows, its base model's scores included (the

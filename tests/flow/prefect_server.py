@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tasks.backends.processes import free_port, stop_process_group
+from tasks.backends.local.processes import free_port, stop_process_group
 
 SERVER_START_DEADLINE_S = 90
 

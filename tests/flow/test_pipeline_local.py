@@ -21,7 +21,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.finetune import PipelineResult, finetune_pipeline
 from flows.settings import PipelineSettings
-from tasks.backends.processes import pid_alive, stop_process_group
+from tasks.backends.local.processes import pid_alive, stop_process_group
 from tests.conftest import REPO_ROOT
 
 CACHED_STEPS = ("build", "train", "verify")

@@ -10,11 +10,11 @@ import requests
 from google.api_core import exceptions as gexc
 from google.auth.exceptions import RefreshError
 
+from core.contracts import ConfigurationError, TransientError
 from flows.settings import SettingsError, load_settings
 from flows.wiring import build_backend
-from tasks.backends.base import ConfigurationError, TransientError
-from tasks.backends.gcp_config import GcpNames, GcpSettings
-from tasks.backends.gcp_errors import PermissionMissing, QuotaExceeded, translate
+from tasks.backends.gcp.config import GcpNames, GcpSettings
+from tasks.backends.gcp.errors import PermissionMissing, QuotaExceeded, translate
 from tests.conftest import REPO_ROOT
 
 NAMES = GcpNames.from_settings(GcpSettings(project="my-project-1"))

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from core.contracts import ArtifactStore, VerificationFailed
 from core.verification import manifest_digest, verify_model
-from tasks.backends.base import ArtifactStore, VerificationFailed
-from tasks.backends.gcp import build_gcp_backend
+from tasks.backends.gcp.backend import build_gcp_backend
 from tests.fakes.gcp_world import FakeGoogleCloud, fake_google_cloud
 
 KEY = "feedfacecafebeef"

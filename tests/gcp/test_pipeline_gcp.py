@@ -21,12 +21,13 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
 
+from core.contracts import Endpoint, SmokeTestFailed, TrainingFailed
 from flows.finetune import PipelineResult, finetune_pipeline
 from flows.settings import PipelineSettings
-from tasks.backends.base import Endpoint, SmokeTestFailed, TrainingFailed
-from tasks.backends.gcp_errors import QuotaExceeded
-from tasks.backends.local_server import LocalModelServer
-from tasks.backends.local_store import LocalFolderStore
+from tasks.backends.gcp.errors import QuotaExceeded
+from tasks.backends.local.provision import LocalProvisioner
+from tasks.backends.local.server import LocalModelServer
+from tasks.backends.local.store import LocalFolderStore
 from tests.fakes.gcp_world import FakeGoogleCloud, fake_google_cloud
 
 HF_TOKEN = "hf_gcpTestSecretValue0123456789"
@@ -46,7 +47,7 @@ def served_model(
 ) -> Iterator[Endpoint]:
     """What the Cloud Run service would serve: the tiny model, as `emoji-gemma`, for real."""
     store = LocalFolderStore(tmp_path_factory.mktemp("served"))
-    store.ensure(on_log=lambda _: None)
+    LocalProvisioner(store).ensure(on_log=lambda _: None)
     shutil.copytree(tiny_model_dir, store.path("models/tiny"))
     server = LocalModelServer(store, engine="transformers", host="127.0.0.1", port=0)
     endpoint = server.deploy("models/tiny", "emoji-gemma", 180)

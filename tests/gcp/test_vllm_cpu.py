@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from core.smoke import chat_payload
-from tasks.backends.gcp_specs import vllm_args, vllm_command
-from tasks.backends.processes import free_port, stop_process_group
+from tasks.backends.gcp.specs import vllm_args, vllm_command
+from tasks.backends.local.processes import free_port, stop_process_group
 
 pytestmark = pytest.mark.vllm
 STARTUP_S = 600

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from core.contracts import ImageRef
 from core.hashing import sha256_tree
 from core.lineage import Lineage
 from flows.plan import make_lineage, train_job_spec
 from flows.settings import load_settings
-from tasks.backends.base import ImageRef
 
 BASE = Lineage(
     base_model="google/gemma-3-1b-it",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.backends.base import (
+from core.contracts import (
     ArtifactStore,
     ConfigurationError,
     ImageRef,
@@ -19,20 +19,22 @@ from tasks.backends.base import (
     TrainJobSpec,
     TransientError,
 )
-from tasks.backends.local import build_local_backend
-from tasks.backends.local_image import LocalImageBuilder
-from tasks.backends.local_job import LocalJobRunner
-from tasks.backends.local_store import LocalFolderStore
+from tasks.backends.local.backend import build_local_backend
+from tasks.backends.local.image import LocalImageBuilder
+from tasks.backends.local.job import LocalJobRunner
+from tasks.backends.local.provision import LocalProvisioner
+from tasks.backends.local.store import LocalFolderStore
 
 
-def test_store_is_idempotent_and_satisfies_the_protocol(tmp_path: Path) -> None:
+def test_provisioning_is_idempotent_and_parts_satisfy_the_protocols(tmp_path: Path) -> None:
     store = LocalFolderStore(tmp_path / "store")
+    provisioner = LocalProvisioner(store)
     assert isinstance(store, ArtifactStore)
-    assert isinstance(store, Provisioner)
-    assert not store.is_ready()
-    assert store.ensure(on_log=lambda _: None).created == ("models", "runs", "logs")
-    assert store.ensure(on_log=lambda _: None).created == ()
-    assert store.is_ready()
+    assert isinstance(provisioner, Provisioner)
+    assert not provisioner.is_ready()
+    assert provisioner.ensure(on_log=lambda _: None).created == ("models", "runs", "logs")
+    assert provisioner.ensure(on_log=lambda _: None).created == ()
+    assert provisioner.is_ready()
 
 
 def test_store_reads_ranges_and_refuses_escapes(tmp_path: Path) -> None:
@@ -72,7 +74,7 @@ def _spec(key: str = "k1") -> TrainJobSpec:
 
 def test_runner_trains_then_reuses_what_is_in_the_store(tmp_path: Path) -> None:
     store = LocalFolderStore(tmp_path / "store")
-    store.ensure(on_log=lambda _: None)
+    LocalProvisioner(store).ensure(on_log=lambda _: None)
     image = _fake_job(tmp_path / "image", WRITE_MANIFEST)
     runner = LocalJobRunner(store)
     progress: list[object] = []
@@ -85,7 +87,7 @@ def test_runner_trains_then_reuses_what_is_in_the_store(tmp_path: Path) -> None:
 
 def test_runner_maps_exit_codes_to_typed_errors(tmp_path: Path) -> None:
     store = LocalFolderStore(tmp_path / "store")
-    store.ensure(on_log=lambda _: None)
+    LocalProvisioner(store).ensure(on_log=lambda _: None)
     runner = LocalJobRunner(store)
     bad_input = _fake_job(
         tmp_path / "bad", "import sys\nprint('error: data has no emoji column')\nsys.exit(2)\n"
@@ -102,7 +104,7 @@ def test_runner_maps_exit_codes_to_typed_errors(tmp_path: Path) -> None:
 
 def test_runner_never_starts_a_second_execution_for_a_running_key(tmp_path: Path) -> None:
     store = LocalFolderStore(tmp_path / "store")
-    store.ensure(on_log=lambda _: None)
+    LocalProvisioner(store).ensure(on_log=lambda _: None)
     image = _fake_job(tmp_path / "image", WRITE_MANIFEST)
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     lock = tmp_path / "store" / "runs" / "k1.lock"
@@ -125,7 +127,7 @@ def test_runner_never_starts_a_second_execution_for_a_running_key(tmp_path: Path
 
 def test_image_snapshot_is_content_addressed(tmp_path: Path) -> None:
     store = LocalFolderStore(tmp_path / "store")
-    store.ensure(on_log=lambda _: None)
+    LocalProvisioner(store).ensure(on_log=lambda _: None)
     context = tmp_path / "job_image"
     context.mkdir()
     (context / "finetune.py").write_text("print(1)\n")

@@ -7,8 +7,13 @@ import time
 
 import pytest
 
-from tasks.backends.base import DeadlineExceeded, Progress
-from tasks.backends.processes import parse_progress, pid_alive, run_streaming, stop_process_group
+from core.contracts import DeadlineExceeded, Progress
+from tasks.backends.local.processes import (
+    parse_progress,
+    pid_alive,
+    run_streaming,
+    stop_process_group,
+)
 
 
 def test_progress_lines_parse_and_other_lines_do_not() -> None:

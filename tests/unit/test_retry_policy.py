@@ -9,7 +9,7 @@ import pytest
 from prefect import flow, task
 from prefect.testing.utilities import prefect_test_harness
 
-from tasks.backends.base import ConfigurationError, TransientError, VerificationFailed
+from core.contracts import ConfigurationError, TransientError, VerificationFailed
 from tasks.policy import UNCACHED_TASK_OPTIONS, is_transient
 
 

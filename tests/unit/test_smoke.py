@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from core.contracts import Endpoint, SmokeTestFailed, TransientError
 from core.smoke import run_smoke_test
-from tasks.backends.base import Endpoint, SmokeTestFailed, TransientError
 
 
 class _Canned(BaseHTTPRequestHandler):

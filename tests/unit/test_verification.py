@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import Gemma3ForCausalLM
 
+from core.contracts import ArtifactStore, VerificationFailed
 from core.safetensors_header import HeaderError, read_header
 from core.verification import (
     ADAPTER_ONLY,
@@ -29,8 +30,8 @@ from core.verification import (
     verify_model,
 )
 from demo.tiny_model import ModelShape, build_tokenizer, generation_config, model_config
-from tasks.backends.base import ArtifactStore, VerificationFailed
-from tasks.backends.local_store import LocalFolderStore
+from tasks.backends.local.provision import LocalProvisioner
+from tasks.backends.local.store import LocalFolderStore
 
 KEY = "0123456789abcdef"
 PREFIX = f"models/{KEY}"
@@ -107,7 +108,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture
 def store(tmp_path: Path) -> LocalFolderStore:
     store = LocalFolderStore(tmp_path / "store")
-    store.ensure(on_log=lambda _: None)
+    LocalProvisioner(store).ensure(on_log=lambda _: None)
     return store
 
 

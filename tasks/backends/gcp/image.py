@@ -19,12 +19,12 @@ from google.api_core import exceptions as gexc
 from google.cloud.devtools import cloudbuild_v1
 from google.protobuf import duration_pb2
 
+from core.contracts import ConfigurationError, ImageRef, LogCallback
 from core.hashing import sha256_tree, tree_files
-from tasks.backends.base import ConfigurationError, ImageRef, LogCallback
-from tasks.backends.gcp_clients import GoogleClients
-from tasks.backends.gcp_config import GcpNames
-from tasks.backends.gcp_errors import google_call
-from tasks.backends.gcp_store import GcsStore
+from tasks.backends.gcp.clients import GoogleClients
+from tasks.backends.gcp.config import GcpNames
+from tasks.backends.gcp.errors import google_call
+from tasks.backends.gcp.store import GcsStore
 
 TAG_CHARS = 16
 BUILDS_PREFIX = "builds"

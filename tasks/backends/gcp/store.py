@@ -14,9 +14,9 @@ from pathlib import Path
 from google.api_core import exceptions as gexc
 from google.cloud import storage
 
-from tasks.backends.gcp_clients import GoogleClients
-from tasks.backends.gcp_config import GcpNames
-from tasks.backends.gcp_errors import google_call
+from tasks.backends.gcp.clients import GoogleClients
+from tasks.backends.gcp.config import GcpNames
+from tasks.backends.gcp.errors import google_call
 
 MOUNT_PATH = "/mnt/store"  # where the job and the service see the bucket (a GCS volume)
 

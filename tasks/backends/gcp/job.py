@@ -18,8 +18,7 @@ from pathlib import Path
 from google.api_core import exceptions as gexc
 from google.cloud import run_v2
 
-from core.hashing import sha256_file, sha256_tree, tree_files
-from tasks.backends.base import (
+from core.contracts import (
     DeadlineExceeded,
     ImageRef,
     JobOutcome,
@@ -29,11 +28,12 @@ from tasks.backends.base import (
     TrainingFailed,
     TrainJobSpec,
 )
-from tasks.backends.gcp_clients import GoogleClients
-from tasks.backends.gcp_config import GcpNames, GcpSettings
-from tasks.backends.gcp_errors import google_call
-from tasks.backends.gcp_specs import as_dict, covers, job_spec, run_overrides
-from tasks.backends.gcp_store import GcsStore
+from core.hashing import sha256_file, sha256_tree, tree_files
+from tasks.backends.gcp.clients import GoogleClients
+from tasks.backends.gcp.config import GcpNames, GcpSettings
+from tasks.backends.gcp.errors import google_call
+from tasks.backends.gcp.specs import as_dict, covers, job_spec, run_overrides
+from tasks.backends.gcp.store import GcsStore
 from tasks.backends.sealed_models import reuse_sealed_model, sealed_lineage_key
 
 INPUTS_PREFIX = "inputs"

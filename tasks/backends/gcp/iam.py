@@ -13,7 +13,7 @@ from typing import TypeVar
 from google.api_core import exceptions as gexc
 from google.iam.v1 import policy_pb2
 
-from tasks.backends.base import TransientError
+from core.contracts import TransientError
 
 POLICY_WRITE_ATTEMPTS = 5
 POLICY_CONFLICTS = (gexc.Conflict, gexc.Aborted, gexc.PreconditionFailed)

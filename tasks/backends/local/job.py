@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.backends.base import (
+from core.contracts import (
     ConfigurationError,
     ImageRef,
     JobOutcome,
@@ -25,8 +25,8 @@ from tasks.backends.base import (
     TrainJobSpec,
     TransientError,
 )
-from tasks.backends.local_store import LocalFolderStore
-from tasks.backends.processes import pid_alive, run_streaming
+from tasks.backends.local.processes import pid_alive, run_streaming
+from tasks.backends.local.store import LocalFolderStore
 from tasks.backends.sealed_models import reuse_sealed_model, sealed_lineage_key
 
 TRAIN_SCRIPT = "finetune.py"

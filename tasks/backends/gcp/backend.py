@@ -2,12 +2,12 @@
 
 | part        | implementation                                                        |
 |-------------|-----------------------------------------------------------------------|
-| provisioner | APIs, service account, bucket, secret, bindings, registry (`gcp_provision`) |
-| store       | the bucket, read with listings and ranged reads (`gcp_store`)         |
-| builder     | Cloud Build → Artifact Registry, tag = content hash (`gcp_build`)     |
-| runner      | Cloud Run job, 1× L4, bucket mounted at /mnt/store (`gcp_job`)         |
-| server      | Cloud Run service running vLLM, tagged revisions (`gcp_server`)       |
-| teardown    | deletes the service; job, images, models on request (`gcp_teardown`) |
+| provisioner | APIs, service account, bucket, secret, bindings, registry (`provision`) |
+| store       | the bucket, read with listings and ranged reads (`store`)         |
+| builder     | Cloud Build → Artifact Registry, tag = content hash (`image`)     |
+| runner      | Cloud Run job, 1× L4, bucket mounted at /mnt/store (`job`)         |
+| server      | Cloud Run service running vLLM, tagged revisions (`server`)       |
+| teardown    | deletes the service; job, images, models on request (`teardown`) |
 
 Building it calls no API and needs no credentials (clients are built on first use), so the
 CLI builds it before the flow starts purely to validate: every settings problem surfaces as
@@ -16,15 +16,15 @@ one line before anything is created.
 
 from __future__ import annotations
 
-from tasks.backends.base import Backend, ConfigurationError
-from tasks.backends.gcp_build import CloudBuildImageBuilder
-from tasks.backends.gcp_clients import GoogleClients
-from tasks.backends.gcp_config import GcpNames, GcpSettings
-from tasks.backends.gcp_job import CloudRunJobRunner
-from tasks.backends.gcp_provision import GcpProvisioner
-from tasks.backends.gcp_server import CloudRunModelServer
-from tasks.backends.gcp_store import GcsStore
-from tasks.backends.gcp_teardown import GcpTeardown
+from core.contracts import Backend, ConfigurationError
+from tasks.backends.gcp.clients import GoogleClients
+from tasks.backends.gcp.config import GcpNames, GcpSettings
+from tasks.backends.gcp.image import CloudBuildImageBuilder
+from tasks.backends.gcp.job import CloudRunJobRunner
+from tasks.backends.gcp.provision import GcpProvisioner
+from tasks.backends.gcp.server import CloudRunModelServer
+from tasks.backends.gcp.store import GcsStore
+from tasks.backends.gcp.teardown import GcpTeardown
 
 
 def build_gcp_backend(settings: GcpSettings) -> Backend:

@@ -15,8 +15,8 @@ import requests
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 
-from tasks.backends.base import ConfigurationError, PipelineError, TransientError
-from tasks.backends.gcp_config import GcpNames
+from core.contracts import ConfigurationError, PipelineError, TransientError
+from tasks.backends.gcp.config import GcpNames
 
 TRANSIENT = (
     gexc.TooManyRequests,

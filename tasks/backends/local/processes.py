@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from tasks.backends.base import DeadlineExceeded, LogCallback, Progress, ProgressCallback
+from core.contracts import DeadlineExceeded, LogCallback, Progress, ProgressCallback
 
 PROGRESS_MARKER = "PROGRESS "
 

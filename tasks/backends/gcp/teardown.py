@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from google.api_core import exceptions as gexc
 
+from core.contracts import LogCallback
 from core.lineage import MODELS_PREFIX
-from tasks.backends.base import LogCallback
-from tasks.backends.gcp_clients import GoogleClients
-from tasks.backends.gcp_config import GcpNames
-from tasks.backends.gcp_errors import google_call
+from tasks.backends.gcp.clients import GoogleClients
+from tasks.backends.gcp.config import GcpNames
+from tasks.backends.gcp.errors import google_call
 
 OPERATION_TIMEOUT_S = 300.0
 

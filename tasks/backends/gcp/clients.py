@@ -25,7 +25,7 @@ from google.cloud.devtools import cloudbuild_v1
 from google.oauth2 import id_token
 from google.oauth2.credentials import Credentials as UserCredentials
 
-from tasks.backends.gcp_config import ALL_APIS
+from tasks.backends.gcp.config import ALL_APIS
 
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 # What a local stand-in gets instead of an identity token (never a real credential).

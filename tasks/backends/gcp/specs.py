@@ -18,8 +18,8 @@ from google.cloud import run_v2
 from google.protobuf import duration_pb2
 from google.protobuf.json_format import MessageToDict
 
-from tasks.backends.gcp_config import GPU_TASK_CAP_S, GcpNames, GcpSettings
-from tasks.backends.gcp_store import MOUNT_PATH
+from tasks.backends.gcp.config import GPU_TASK_CAP_S, GcpNames, GcpSettings
+from tasks.backends.gcp.store import MOUNT_PATH
 
 VOLUME = "store"
 TRAINER = "trainer"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from core.contracts import ImageRef, LogCallback
 from core.hashing import sha256_tree, tree_files
-from tasks.backends.base import ImageRef, LogCallback
-from tasks.backends.local_store import LocalFolderStore
+from tasks.backends.local.store import LocalFolderStore
 
 IMAGES_PREFIX = "images"
 DIGEST_CHARS = 16

@@ -20,11 +20,11 @@ from google.api_core import exceptions as gexc
 from google.cloud import artifactregistry_v1, secretmanager_v1, service_usage_v1
 from google.iam.v1 import iam_policy_pb2
 
-from tasks.backends.base import ConfigurationError, LogCallback, ProvisionReport, TransientError
-from tasks.backends.gcp_clients import GoogleClients
-from tasks.backends.gcp_config import API_NAMES, GcpNames
-from tasks.backends.gcp_errors import google_call, http_error_to_api_error
-from tasks.backends.gcp_iam import add_member_with_etag, add_proto_member, has_proto_member
+from core.contracts import ConfigurationError, LogCallback, ProvisionReport, TransientError
+from tasks.backends.gcp.clients import GoogleClients
+from tasks.backends.gcp.config import API_NAMES, GcpNames
+from tasks.backends.gcp.errors import google_call, http_error_to_api_error
+from tasks.backends.gcp.iam import add_member_with_etag, add_proto_member, has_proto_member
 
 HF_TOKEN_ENV = "HF_TOKEN"
 OPERATION_TIMEOUT_S = 300.0

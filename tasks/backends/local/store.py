@@ -5,10 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.backends.base import LogCallback, ProvisionReport
-
-STORE_DIRS = ("models", "runs", "logs")
-
 
 class LocalFolderStore:
     """`ArtifactStore` over a local folder; paths are POSIX-style prefixes under `root`."""
@@ -26,17 +22,6 @@ class LocalFolderStore:
         if candidate != self.root and self.root not in candidate.parents:
             raise ValueError(f"prefix {prefix!r} escapes the store root {self.root}")
         return candidate
-
-    def ensure(self, on_log: LogCallback) -> ProvisionReport:
-        """The store is the only thing to provision locally (it is also the `Provisioner`)."""
-        created = tuple(name for name in STORE_DIRS if not (self.root / name).is_dir())
-        for name in created:
-            (self.root / name).mkdir(parents=True)
-        on_log(f"store {self.root}: created {', '.join(created) or 'nothing'}")
-        return ProvisionReport(store_uri=self.root_uri, created=created)
-
-    def is_ready(self) -> bool:
-        return all((self.root / name).is_dir() for name in STORE_DIRS)
 
     def uri_for(self, prefix: str) -> str:
         return self.path(prefix).as_uri()

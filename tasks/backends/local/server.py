@@ -18,9 +18,9 @@ from pathlib import Path
 
 import httpx
 
-from tasks.backends.base import ConfigurationError, DeployFailed, Endpoint
-from tasks.backends.local_store import LocalFolderStore
-from tasks.backends.processes import free_port, pid_alive, stop_process_group
+from core.contracts import ConfigurationError, DeployFailed, Endpoint
+from tasks.backends.local.processes import free_port, pid_alive, stop_process_group
+from tasks.backends.local.store import LocalFolderStore
 
 STATE_FILE = "serving.json"
 READY_POLL_S = 0.5

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import shutil
 
+from core.contracts import LogCallback
 from core.lineage import MODELS_PREFIX
-from tasks.backends.base import LogCallback
-from tasks.backends.local_image import IMAGES_PREFIX
-from tasks.backends.local_server import LocalModelServer
-from tasks.backends.local_store import LocalFolderStore
+from tasks.backends.local.image import IMAGES_PREFIX
+from tasks.backends.local.server import LocalModelServer
+from tasks.backends.local.store import LocalFolderStore
 
 
 class LocalTeardown:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.backends.base import Backend
-from tasks.backends.local_image import LocalImageBuilder
-from tasks.backends.local_job import LocalJobRunner
-from tasks.backends.local_server import LocalModelServer
-from tasks.backends.local_store import LocalFolderStore
-from tasks.backends.local_teardown import LocalTeardown
+from core.contracts import Backend
+from tasks.backends.local.image import LocalImageBuilder
+from tasks.backends.local.job import LocalJobRunner
+from tasks.backends.local.provision import LocalProvisioner
+from tasks.backends.local.server import LocalModelServer
+from tasks.backends.local.store import LocalFolderStore
+from tasks.backends.local.teardown import LocalTeardown
 
 
 def build_local_backend(root: Path, engine: str, host: str, port: int) -> Backend:
@@ -21,7 +22,7 @@ def build_local_backend(root: Path, engine: str, host: str, port: int) -> Backen
     server = LocalModelServer(store, engine=engine, host=host, port=port)
     return Backend(
         name="local",
-        provisioner=store,
+        provisioner=LocalProvisioner(store),
         store=store,
         builder=LocalImageBuilder(store),
         runner=LocalJobRunner(store),

@@ -15,13 +15,13 @@ from google.api_core import exceptions as gexc
 from google.cloud import run_v2
 from google.iam.v1 import iam_policy_pb2
 
-from tasks.backends.base import DeployFailed, Endpoint
-from tasks.backends.gcp_clients import GoogleClients
-from tasks.backends.gcp_config import GcpNames, GcpSettings
-from tasks.backends.gcp_errors import google_call
-from tasks.backends.gcp_iam import add_member_with_etag, add_proto_member, has_proto_member
-from tasks.backends.gcp_specs import LABELS, candidate_tag, revision_name, revision_template
-from tasks.backends.gcp_store import GcsStore
+from core.contracts import DeployFailed, Endpoint
+from tasks.backends.gcp.clients import GoogleClients
+from tasks.backends.gcp.config import GcpNames, GcpSettings
+from tasks.backends.gcp.errors import google_call
+from tasks.backends.gcp.iam import add_member_with_etag, add_proto_member, has_proto_member
+from tasks.backends.gcp.specs import LABELS, candidate_tag, revision_name, revision_template
+from tasks.backends.gcp.store import GcsStore
 
 ENGINE = "vllm"
 INVOKER = "roles/run.invoker"
