@@ -6,7 +6,7 @@ VENV        ?= .venv
 BIN         := $(VENV)/bin
 # Installed first so no other package pulls a multi-GB CUDA build on CPU-only machines.
 TORCH_SPEC  ?= torch==2.13.0
-EXTRAS      ?= train,serve,dev,gcp
+EXTRAS      ?= train,serve,dev,gcp,test
 STAMP       := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 DEMO_DIR    ?= .pipeline

@@ -8,7 +8,7 @@ them as task results: they must be cheap to pickle and must never hold a secret.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -20,7 +20,7 @@ class PipelineError(Exception):
 
 
 class TransientError(PipelineError):
-    """A failure that may succeed on retry (429, 5xx, dropped connection, busy port)."""
+    """A failure that may succeed on retry (429, 5xx, a dropped connection)."""
 
 
 class ConfigurationError(PipelineError):
@@ -66,12 +66,14 @@ class ProvisionReport:
 
 @dataclass(frozen=True)
 class ImageRef:
-    """The training code, addressed by content: same `job_image/` → same digest."""
+    """The training code, addressed by content: same `job_image/` → same `content_hash`.
+
+    `uri` is what the runner starts (a snapshot folder, or `repo@sha256:…` on Artifact
+    Registry); `content_hash` is the sha256 of `job_image/` that the lineage key records.
+    """
 
     uri: str
-    digest: str
-    built: bool
-    log_url: str | None = None
+    content_hash: str
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,6 @@ class TrainJobSpec:
     output_prefix: str
     args: tuple[str, ...]
     deadline_s: float
-    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -98,12 +99,16 @@ class JobOutcome:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A running OpenAI-compatible server; `model` is what requests put in `model`."""
+    """A running OpenAI-compatible server; `model` is what requests put in `model`.
+
+    `server_id` is the backend's name for the running server: the process-group id locally,
+    the Cloud Run revision name on gcp.
+    """
 
     base_url: str
     model: str
     engine: str
-    handle: str
+    server_id: str
 
 
 @dataclass(frozen=True)
@@ -171,7 +176,10 @@ class ImageBuilder(Protocol):
         """The image that `context_dir` would produce (without building it)."""
         ...
 
-    def exists(self, image: ImageRef) -> bool: ...
+    def find(self, image: ImageRef) -> ImageRef | None:
+        """The built image for `image`'s content hash, as the runner starts it (pinned to
+        the registry digest on gcp); None when it has not been built."""
+        ...
 
     def build(self, context_dir: Path, on_log: LogCallback) -> ImageRef:
         """Build (or reuse) the image for `context_dir`; idempotent by content hash."""

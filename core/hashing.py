@@ -1,7 +1,9 @@
 """Content hashes: the identity of data files, model folders and the training code.
 
-Caching and lineage are keyed on *content*, never on paths or timestamps, so a renamed
-checkout or a re-downloaded file maps to the same key and an edited one never does.
+A file's hash covers its bytes only. A tree's hash covers its files' bytes *and* their paths
+relative to the tree's root, so renaming or moving a file inside the tree changes it; where
+the tree lies (its absolute path) and timestamps never enter. A checkout moved elsewhere or a
+re-downloaded file therefore hashes the same, and an edited or renamed one does not.
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.contracts import Endpoint
 
 
 @dataclass(frozen=True)
@@ -13,6 +16,20 @@ class StepRecord:
     name: str
     state: str
     seconds: float
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """What a run produced; also what the CLI prints."""
+
+    lineage_key: str
+    model_uri: str
+    metrics: dict[str, Any]
+    endpoint: Endpoint
+    answer: str
+    kept_serving: bool
+    stop_hint: str
+    steps: list[StepRecord] = field(default_factory=list)
 
 
 def _format_value(value: object) -> str:

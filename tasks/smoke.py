@@ -9,7 +9,7 @@ from core.smoke import SmokeResult, run_smoke_test
 from tasks.policy import UNCACHED_TASK_OPTIONS
 
 
-@task(name="smoke-test", **UNCACHED_TASK_OPTIONS)
+@task(name="smoke", **UNCACHED_TASK_OPTIONS)
 def smoke_test(
     server: ModelServer, endpoint: Endpoint, prompt: str, max_tokens: int, timeout_s: float
 ) -> SmokeResult:

@@ -2,37 +2,42 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from prefect import get_run_logger, task
 
-from core.contracts import ArtifactStore, VerificationFailed
+from core.contracts import Backend, VerificationFailed
 from core.quality_gate import QualityThresholds, quality_problems
-from core.verification import VerifiedModel, verify_model
-from tasks.policy import CACHED_TASK_OPTIONS
+from core.verification import VerifiedModel, manifest_digest, verify_model
+from tasks.policy import CACHED_TASK_OPTIONS, Parameters, world_checked
 
 
-def verify_cache_key(lineage_key: str, manifest_sha256: str, quality: Mapping[str, Any]) -> str:
-    """The folder's bytes and the gate's thresholds: changing either judges the model again."""
-    thresholds = json.dumps(dict(quality), sort_keys=True).encode()
-    return f"verify-{lineage_key}-{manifest_sha256}-{hashlib.sha256(thresholds).hexdigest()[:12]}"
+def _judged(parameters: Parameters) -> tuple[str, str, str]:
+    """The folder's bytes (the manifest lists every file's sha256), the prompt and the gate's
+    thresholds: changing any of them judges the model again."""
+    backend: Backend = parameters["backend"]
+    digest = manifest_digest(backend.store, parameters["prefix"]) or "absent"
+    judged_by = json.dumps([parameters["prompt"], dict(parameters["quality"])], sort_keys=True)
+    return parameters["lineage_key"], digest, judged_by
 
 
-@task(name="verify", **CACHED_TASK_OPTIONS)
+def _manifest_present(parameters: Parameters) -> bool:
+    backend: Backend = parameters["backend"]
+    return manifest_digest(backend.store, parameters["prefix"]) is not None
+
+
+verified_model_key = world_checked("verify", _judged, _manifest_present)
+
+
+@task(name="verify", cache_key_fn=verified_model_key, **CACHED_TASK_OPTIONS)
 def verify(
-    store: ArtifactStore,
-    prefix: str,
-    lineage_key: str,
-    prompt: str,
-    quality: Mapping[str, Any],
-    cache_key: str,
+    backend: Backend, prefix: str, lineage_key: str, prompt: str, quality: Mapping[str, Any]
 ) -> VerifiedModel:
     """Integrity checks, then the quality gate on the manifest's held-out metrics."""
     verified = verify_model(
-        store, prefix, expected_lineage_key=lineage_key, generation_prompt=prompt
+        backend.store, prefix, expected_lineage_key=lineage_key, generation_prompt=prompt
     )
     logger = get_run_logger()
     logger.info(

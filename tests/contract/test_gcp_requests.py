@@ -178,14 +178,14 @@ def test_service_runs_vllm_privately_and_moves_traffic_only_on_promote(
     second = server.deploy("models/bbbbbbbbbbbbbbbb", "emoji-gemma", 300)
     traffic = body(world, "run.projects.locations.services.patch")["traffic"]
     assert [(t["revision"], t.get("percent", 0), t.get("tag")) for t in traffic] == [
-        (first.handle, 100, candidate_tag("aaaaaaaaaaaaaaaa")),
-        (second.handle, 0, candidate_tag("bbbbbbbbbbbbbbbb")),
+        (first.server_id, 100, candidate_tag("aaaaaaaaaaaaaaaa")),
+        (second.server_id, 0, candidate_tag("bbbbbbbbbbbbbbbb")),
     ], "the candidate gets a tag and no traffic"
     assert all(t["type"] in (BY_REVISION, 2) for t in traffic)
 
     server.promote(second)
     traffic = body(world, "run.projects.locations.services.patch")["traffic"]
-    assert [(t["revision"], t["percent"]) for t in traffic] == [(second.handle, 100)]
+    assert [(t["revision"], t["percent"]) for t in traffic] == [(second.server_id, 100)]
 
     before = len(world.fake.requests)
     assert server.deploy("models/bbbbbbbbbbbbbbbb", "emoji-gemma", 300) == second
@@ -199,7 +199,7 @@ def test_a_discarded_candidate_leaves_traffic_where_it_was(world: FakeGoogleClou
     candidate = server.deploy("models/cccccccccccccccc", "emoji-gemma", 300)
     server.discard(candidate)
     traffic = world.fake.resource(world.names.service)["traffic"]
-    assert [(t["revision"], t["percent"]) for t in traffic] == [(live.handle, 100)]
+    assert [(t["revision"], t["percent"]) for t in traffic] == [(live.server_id, 100)]
 
 
 def test_a_revision_that_fails_to_start_is_reported_and_never_serves(
@@ -211,7 +211,7 @@ def test_a_revision_that_fails_to_start_is_reported_and_never_serves(
     with pytest.raises(DeployFailed, match=r"failed to start|not ready"):
         server.deploy("models/dddddddddddddddd", "emoji-gemma", 300)
     traffic = world.fake.resource(world.names.service)["traffic"]
-    assert [(t["revision"], t["percent"]) for t in traffic] == [(live.handle, 100)]
+    assert [(t["revision"], t["percent"]) for t in traffic] == [(live.server_id, 100)]
 
 
 def test_public_endpoint_only_when_explicitly_allowed(world: FakeGoogleCloud) -> None:
@@ -226,18 +226,18 @@ def test_image_is_built_once_per_content_and_pinned_by_digest(world: FakeGoogleC
     builder = backend_for(world).builder
     assert source_tarball(JOB_IMAGE) == source_tarball(JOB_IMAGE), "deterministic bytes"
     wanted = builder.image_for(JOB_IMAGE)
-    assert not builder.exists(wanted)
+    assert builder.find(wanted) is None
 
     built = builder.build(JOB_IMAGE, on_log=quiet)
 
-    assert built.built and built.log_url and built.digest == wanted.digest
+    assert built.content_hash == wanted.content_hash and "@sha256:" in built.uri
     request = body(world, "cloudbuild.projects.builds.create")
     source = request["source"]["storageSource"]
     assert source["bucket"] == world.names.bucket and source["object"].endswith(".tar.gz")
     assert request["images"] == [wanted.uri]
-    assert builder.exists(wanted)
+    assert builder.find(wanted) is not None
     again = builder.build(JOB_IMAGE, on_log=quiet)
-    assert not again.built and again.uri == built.uri
+    assert again.uri == built.uri
     assert len(world.fake.calls("cloudbuild.projects.builds.create")) == 1
 
 
@@ -324,5 +324,5 @@ def test_teardown_deletes_the_service_and_on_request_job_images_and_models(
     assert teardown.delete_images(quiet) == 1
     assert teardown.delete_models(quiet) == 1
     assert world.objects("models/") == []
-    assert not backend.builder.exists(backend.builder.image_for(JOB_IMAGE))
+    assert backend.builder.find(backend.builder.image_for(JOB_IMAGE)) is None
     assert world.objects("inputs/"), "provisioned and staged things stay"

@@ -75,7 +75,7 @@ def test_first_run_trains_verifies_serves_and_reruns_from_cache(
     assert first.model_uri == (store / "models" / first.lineage_key).resolve().as_uri()
     assert manifest(store, first.lineage_key)["lineage_key"] == first.lineage_key
     assert first.metrics["eval_examples"] == 8
-    assert not pid_alive(int(first.endpoint.handle)), "server must stop without --keep-serving"
+    assert not pid_alive(int(first.endpoint.server_id)), "server must stop without --keep-serving"
     report = Artifact.get("finetune-report")
     assert report is not None and first.lineage_key in str(report.data)
     assert first.answer in str(report.data)
@@ -138,7 +138,7 @@ def test_kept_server_answers_openai_client_and_is_replaced_after_smoke(
     first = finetune_pipeline(settings)
     second: PipelineResult | None = None
     try:
-        assert pid_alive(int(first.endpoint.handle))
+        assert pid_alive(int(first.endpoint.server_id))
         client = OpenAI(base_url=f"{first.endpoint.base_url}/v1", api_key="unused")
         completion = client.chat.completions.create(
             model="emoji-gemma",
@@ -150,14 +150,14 @@ def test_kept_server_answers_openai_client_and_is_replaced_after_smoke(
 
         second = finetune_pipeline(settings)
 
-        assert not pid_alive(int(first.endpoint.handle)), "old server retired after smoke"
-        assert pid_alive(int(second.endpoint.handle))
+        assert not pid_alive(int(first.endpoint.server_id)), "old server retired after smoke"
+        assert pid_alive(int(second.endpoint.server_id))
         live = json.loads((store / "serving.json").read_text())
-        assert live["handle"] == second.endpoint.handle
+        assert live["server_id"] == second.endpoint.server_id
     finally:
         for result in (first, second):
             if result is not None:
-                stop_process_group(int(result.endpoint.handle))
+                stop_process_group(int(result.endpoint.server_id))
 
 
 def test_bad_settings_exit_with_one_line_and_create_nothing(tmp_path: Path) -> None:

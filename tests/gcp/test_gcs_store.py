@@ -14,6 +14,7 @@ from tasks.backends.gcp.backend import build_gcp_backend
 from tests.fakes.gcp_world import FakeGoogleCloud, fake_google_cloud
 
 KEY = "feedfacecafebeef"
+PROMPT = "Translate to emoji: I ate a banana for breakfast"
 
 
 @pytest.fixture
@@ -70,7 +71,9 @@ def test_verification_reads_a_model_from_gcs_and_catches_a_truncated_upload(
 ) -> None:
     publish(world, tiny_model_dir)
 
-    verified = verify_model(store, f"models/{KEY}", expected_lineage_key=KEY)
+    verified = verify_model(
+        store, f"models/{KEY}", expected_lineage_key=KEY, generation_prompt=PROMPT
+    )
     assert verified.tensor_count > 0 and verified.sample_answer is None  # no local folder
     assert manifest_digest(store, f"models/{KEY}") == verified.manifest_sha256
 
@@ -81,4 +84,4 @@ def test_verification_reads_a_model_from_gcs_and_catches_a_truncated_upload(
     manifest = json.loads(bucket.blob(f"models/{KEY}/MANIFEST.json").download_as_bytes())
     assert manifest["files"]["model.safetensors"]["size"] == len(data)
     with pytest.raises(VerificationFailed, match=r"model\.safetensors"):
-        verify_model(store, f"models/{KEY}", expected_lineage_key=KEY)
+        verify_model(store, f"models/{KEY}", expected_lineage_key=KEY, generation_prompt=PROMPT)

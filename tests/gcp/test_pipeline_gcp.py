@@ -140,7 +140,7 @@ def test_flow_on_gcp_serves_a_verified_model_and_a_rerun_changes_nothing(
     assert first.kept_serving, "on gcp a model that passed smoke takes the traffic"
     assert f"models/{first.lineage_key}/MANIFEST.json" in world.objects("models/")
     assert world.objects("inputs/"), "the local base model and dataset were staged in the bucket"
-    assert service_traffic(world) == [(first.endpoint.handle, 100)]
+    assert service_traffic(world) == [(first.endpoint.server_id, 100)]
     assert len(world.fake.calls(RUN_JOB)) == 1
 
     before = len(world.fake.requests)
@@ -149,7 +149,7 @@ def test_flow_on_gcp_serves_a_verified_model_and_a_rerun_changes_nothing(
     assert second.lineage_key == first.lineage_key
     assert all(states(second)[step] == "Cached" for step in CACHED_STEPS), states(second)
     assert [r.path for r in world.fake.requests[before:] if r.mutating] == []
-    assert service_traffic(world) == [(first.endpoint.handle, 100)]
+    assert service_traffic(world) == [(first.endpoint.server_id, 100)]
     assert HF_TOKEN not in all_log_text() + capsys.readouterr().out + capsys.readouterr().err
 
 
@@ -173,7 +173,7 @@ def test_a_failed_candidate_never_takes_traffic(
     world.fake.url_for_tag = lambda tag: no_emoji_server
     with pytest.raises(SmokeTestFailed, match="no emoji"):
         finetune_pipeline(make_settings(world, tiny_model_dir, sample_dataset_path, lora_r=4))
-    assert service_traffic(world) == [(live.endpoint.handle, 100)], "failed smoke: traffic stays"
+    assert service_traffic(world) == [(live.endpoint.server_id, 100)], "failed smoke: traffic stays"
     tags = [t.get("tag") for t in world.fake.resource(world.names.service)["traffic"]]
     assert tags == [f"m-{live.lineage_key[:12]}"], "the discarded candidate lost its tag"
 

@@ -10,8 +10,8 @@ import pytest
 from core.contracts import ImageRef
 from core.hashing import sha256_tree
 from core.lineage import Lineage
-from flows.plan import make_lineage, train_job_spec
 from flows.settings import load_settings
+from flows.training_job import make_lineage, train_job_spec
 
 BASE = Lineage(
     base_model="google/gemma-3-1b-it",
@@ -72,7 +72,7 @@ def test_code_digest_follows_content_not_location(tmp_path: Path) -> None:
 
 def test_job_spec_carries_settings_and_lineage() -> None:
     settings = load_settings(training={"lora_r": 4, "max_steps": 7}, data={"seed": 3})
-    image = ImageRef(uri="local", digest="sha256:feed", built=True)
+    image = ImageRef(uri="local", content_hash="sha256:feed")
     lineage = make_lineage(settings, image, "rev-model", "rev-data")
     assert lineage.training["method"] == "lora"  # `auto` resolved on a CPU machine
     spec = train_job_spec(settings, lineage)

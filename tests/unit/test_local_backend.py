@@ -53,7 +53,7 @@ def _fake_job(folder: Path, body: str) -> ImageRef:
     """A job image whose finetune.py is a small script (the real one is tested in tests/train)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "finetune.py").write_text(body)
-    return ImageRef(uri=str(folder), digest="sha256:test", built=True)
+    return ImageRef(uri=str(folder), content_hash="sha256:test")
 
 
 WRITE_MANIFEST = """
@@ -133,12 +133,14 @@ def test_image_snapshot_is_content_addressed(tmp_path: Path) -> None:
     (context / "finetune.py").write_text("print(1)\n")
     builder = LocalImageBuilder(store)
     wanted = builder.image_for(context)
-    assert not builder.exists(wanted)
+    assert builder.find(wanted) is None
     built = builder.build(context, on_log=lambda _: None)
-    assert built.built and built.digest == wanted.digest and builder.exists(wanted)
-    assert builder.build(context, on_log=lambda _: None).built is False
+    assert built.content_hash == wanted.content_hash and builder.find(wanted) is not None
+    snapshot_mtime = Path(built.uri).stat().st_mtime_ns
+    assert builder.build(context, on_log=lambda _: None) == built
+    assert Path(built.uri).stat().st_mtime_ns == snapshot_mtime, "an existing image is reused"
     (context / "finetune.py").write_text("print(2)\n")
-    assert builder.image_for(context).digest != wanted.digest
+    assert builder.image_for(context).content_hash != wanted.content_hash
     # The snapshot keeps the code that was built, whatever happens to the checkout.
     assert (Path(wanted.uri) / "finetune.py").read_text() == "print(1)\n"
 
@@ -156,7 +158,7 @@ def test_teardown_stops_the_live_server_and_deletes_only_on_request(tmp_path: Pa
     )
     (store / "serving.json").write_text(
         json.dumps({"base_url": "http://127.0.0.1:1", "model": "m", "engine": "transformers",
-                    "handle": str(server.pid)})
+                    "server_id": str(server.pid)})
     )  # fmt: skip
     logs: list[str] = []
     assert backend.teardown.stop_serving(logs.append) is True

@@ -44,7 +44,9 @@ def server() -> Iterator[ThreadingHTTPServer]:
 
 def _endpoint(server: ThreadingHTTPServer) -> Endpoint:
     host, port = server.server_address[:2]
-    return Endpoint(base_url=f"http://{host}:{port}", model="emoji-gemma", engine="t", handle="1")
+    return Endpoint(
+        base_url=f"http://{host}:{port}", model="emoji-gemma", engine="t", server_id="1"
+    )
 
 
 def _chat(content: str | None) -> dict[str, object]:
@@ -83,6 +85,6 @@ def test_bad_answers_fail_and_only_overload_is_transient(
 
 
 def test_unreachable_server_is_transient() -> None:
-    endpoint = Endpoint(base_url="http://127.0.0.1:9", model="m", engine="t", handle="1")
+    endpoint = Endpoint(base_url="http://127.0.0.1:9", model="m", engine="t", server_id="1")
     with pytest.raises(TransientError, match="could not reach"):
         run_smoke_test(endpoint, "hi", 4, 2)

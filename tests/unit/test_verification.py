@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import struct
-from collections.abc import Iterator
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,20 +22,24 @@ from safetensors.torch import load_file, save_file
 from transformers import Gemma3ForCausalLM
 
 from core.contracts import ArtifactStore, VerificationFailed
-from core.safetensors_header import HeaderError, read_header
-from core.verification import (
+from core.integrity import (
     ADAPTER_ONLY,
-    MANIFEST_NAME,
     MISSING_MANIFEST,
-    VerifiedModel,
-    manifest_digest,
-    verify_model,
+    REQUIRED_NON_WEIGHT_FILES,
+    SINGLE_WEIGHTS,
+    config_field_problems,
 )
+from core.safetensors_header import HeaderError, TensorInfo, read_header
+from core.verification import MANIFEST_NAME, VerifiedModel, manifest_digest, verify_model
 from demo.tiny_model import ModelShape, build_tokenizer, generation_config, model_config
 from tasks.backends.local.provision import LocalProvisioner
 from tasks.backends.local.store import LocalFolderStore
+from tests.conftest import REPO_ROOT
+from tests.fakes.remote_store import RemoteLikeStore
+from tests.train.job_modules import job_module
 
 KEY = "0123456789abcdef"
+PROMPT = "Translate to emoji: I ate a banana for breakfast"
 PREFIX = f"models/{KEY}"
 METRICS = {
     "eval_loss": 0.1,
@@ -120,36 +126,16 @@ def model_dir(store: LocalFolderStore, checkpoints: dict[str, Path]) -> Path:
     return folder
 
 
-class RemoteLikeStore:
-    """The same files seen only through ranged reads, as with GCS (`local_dir` is None)."""
-
-    def __init__(self, inner: LocalFolderStore) -> None:
-        self.inner = inner
-
-    @property
-    def root_uri(self) -> str:
-        return "gs://test-bucket"
-
-    def uri_for(self, prefix: str) -> str:
-        return f"gs://test-bucket/{prefix}"
-
-    def list_files(self, prefix: str) -> dict[str, int]:
-        return self.inner.list_files(prefix)
-
-    def read_bytes(self, path: str, start: int = 0, length: int | None = None) -> bytes:
-        return self.inner.read_bytes(path, start, length)
-
-    def iter_chunks(self, path: str, chunk_size: int = 8 << 20) -> Iterator[bytes]:
-        return self.inner.iter_chunks(path, chunk_size)
-
-    def local_dir(self, prefix: str) -> Path | None:
-        return None
-
-
 def problems(store: ArtifactStore, **kwargs: object) -> list[str]:
     """Run verification expecting failure; return the problems it listed."""
     with pytest.raises(VerificationFailed) as caught:
-        verify_model(store, PREFIX, expected_lineage_key=KEY, **kwargs)  # type: ignore[arg-type]
+        verify_model(
+            store,
+            PREFIX,
+            expected_lineage_key=KEY,
+            generation_prompt=PROMPT,
+            **kwargs,  # type: ignore[arg-type]
+        )
     assert caught.value.location == store.uri_for(PREFIX)
     return caught.value.problems
 
@@ -170,7 +156,7 @@ def edit_weights(folder: Path, edit: dict[str, torch.Tensor | None]) -> None:
 
 
 def test_good_folder_passes_with_a_sample_answer(store: LocalFolderStore, model_dir: Path) -> None:
-    verified = verify_model(store, PREFIX, expected_lineage_key=KEY)
+    verified = verify_model(store, PREFIX, expected_lineage_key=KEY, generation_prompt=PROMPT)
 
     assert isinstance(verified, VerifiedModel)
     assert verified.lineage_key == KEY
@@ -188,7 +174,9 @@ def test_good_folder_passes_with_a_sample_answer(store: LocalFolderStore, model_
 def test_sharded_checkpoint_passes(store: LocalFolderStore, checkpoints: dict[str, Path]) -> None:
     shutil.copytree(checkpoints["sharded"], store.path(PREFIX))
     assert len(list(store.path(PREFIX).glob("model-*-of-*.safetensors"))) > 1
-    verified = verify_model(store, PREFIX, expected_lineage_key=KEY, check_generation=False)
+    verified = verify_model(
+        store, PREFIX, expected_lineage_key=KEY, check_generation=False, generation_prompt=PROMPT
+    )
     assert verified.tensor_count == 28
     assert verified.sample_answer is None
 
@@ -196,7 +184,9 @@ def test_sharded_checkpoint_passes(store: LocalFolderStore, checkpoints: dict[st
 def test_protocol_only_store_verifies_without_local_files(
     store: LocalFolderStore, model_dir: Path
 ) -> None:
-    verified = verify_model(RemoteLikeStore(store), PREFIX, expected_lineage_key=KEY)
+    verified = verify_model(
+        RemoteLikeStore(store), PREFIX, expected_lineage_key=KEY, generation_prompt=PROMPT
+    )
     assert verified.uri == f"gs://test-bucket/{PREFIX}"
     assert verified.sample_answer is None  # generation needs local files
 
@@ -337,6 +327,118 @@ def test_every_problem_is_listed(store: LocalFolderStore, model_dir: Path) -> No
     assert any("lineage key 'another-key'" in p for p in found)
     assert "files present but not listed in MANIFEST.json: notes.txt" in found
     assert any(p.startswith("chat_template.jinja: size mismatch (manifest ") for p in found)
+
+
+# --------------------------------------------------------------------------- without torch
+
+# Run in a fresh interpreter where `import torch` / `import transformers` raise ImportError, as
+# in the gcp orchestrator's image; prints {prefix: outcome} as JSON.
+TORCH_FREE_VERIFY = """
+import json, sys
+sys.modules["torch"] = None
+sys.modules["transformers"] = None
+from pathlib import Path
+from core.contracts import VerificationFailed
+from core.verification import verify_model
+from tasks.backends.local.store import LocalFolderStore
+from tests.fakes.remote_store import RemoteLikeStore
+
+root, key, *prefixes = sys.argv[1:]
+store = RemoteLikeStore(LocalFolderStore(Path(root)))
+outcomes = {}
+for prefix in prefixes:
+    try:
+        verified = verify_model(store, prefix, expected_lineage_key=key, generation_prompt="-")
+        outcomes[prefix] = {"tensors": verified.tensor_count, "sample": verified.sample_answer}
+    except VerificationFailed as exc:
+        outcomes[prefix] = {"problems": exc.problems}
+print(json.dumps(outcomes))
+"""
+
+
+def stored_tensors(folder: Path) -> dict[str, TensorInfo]:
+    """The tensors model.safetensors' header describes (what verification compares)."""
+    blob = (folder / SINGLE_WEIGHTS).read_bytes()
+    return dict(read_header(lambda start, length: blob[start : start + length], len(blob)).tensors)
+
+
+def test_remote_store_verifies_where_torch_cannot_be_imported(
+    store: LocalFolderStore, checkpoints: dict[str, Path]
+) -> None:
+    for case in ("good", "layers", "truncated"):
+        shutil.copytree(checkpoints["single"], store.path(f"models/{case}"))
+    config_path = store.path("models/layers/config.json")
+    config = json.loads(config_path.read_text())
+    config["num_hidden_layers"] = 3
+    config_path.write_text(json.dumps(config))
+    weights = store.path(f"models/truncated/{SINGLE_WEIGHTS}")
+    weights.write_bytes(weights.read_bytes()[:-64])
+    for case in ("layers", "truncated"):
+        write_manifest(store.path(f"models/{case}"))
+    paths = [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
+    run = subprocess.run(
+        [sys.executable, "-c", TORCH_FREE_VERIFY, str(store.root), KEY]
+        + [f"models/{case}" for case in ("good", "layers", "truncated")],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    outcomes = json.loads(run.stdout)
+    assert outcomes["models/good"] == {"tensors": 28, "sample": None}
+    assert outcomes["models/layers"] == {
+        "problems": [
+            "layer count mismatch vs config.json: num_hidden_layers is 3, "
+            "the weights hold layers 0, 1"
+        ]
+    }
+    (truncated,) = outcomes["models/truncated"]["problems"]
+    assert truncated.startswith("model.safetensors: not a whole safetensors file: truncated")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        (
+            "vocab_size",
+            301,
+            "shape mismatch vs config.json: model.embed_tokens.weight (weights [300, 32], "
+            "config [301, 32] = [vocab_size, hidden_size])",
+        ),
+        (
+            "num_hidden_layers",
+            1,
+            "layer count mismatch vs config.json: num_hidden_layers is 1, "
+            "the weights hold layers 0, 1",
+        ),
+        ("dtype", "bfloat16", "dtype mismatch: weights are F32 but config.json declares BF16"),
+    ],
+)
+def test_torch_free_config_checks(
+    checkpoints: dict[str, Path], field: str, value: object, expected: str
+) -> None:
+    tensors = stored_tensors(checkpoints["single"])
+    config = json.loads((checkpoints["single"] / "config.json").read_text())
+    assert config_field_problems(json.dumps(config).encode(), tensors) == []
+    config[field] = value
+    assert config_field_problems(json.dumps(config).encode(), tensors) == [expected]
+
+
+def test_torch_free_config_checks_catch_lora_leftovers(checkpoints: dict[str, Path]) -> None:
+    tensors = stored_tensors(checkpoints["single"])
+    name = "model.layers.0.self_attn.q_proj.lora_A.default.weight"
+    tensors[name] = TensorInfo(name, "F32", (4, 32), 0, 512)
+    config_bytes = (checkpoints["single"] / "config.json").read_bytes()
+    (found,) = config_field_problems(config_bytes, tensors)
+    assert found.startswith(f"LoRA leftovers: 1 tensors named like an unmerged adapter ({name})")
+
+
+def test_required_files_match_what_the_training_job_publishes() -> None:
+    """The job stays standalone with its own list; both must name the same files."""
+    job_required = job_module("model_folder").REQUIRED_FILES
+    assert set(job_required) == {*REQUIRED_NON_WEIGHT_FILES, SINGLE_WEIGHTS}
 
 
 # --------------------------------------------------------------------------- header parser

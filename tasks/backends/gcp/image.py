@@ -61,17 +61,18 @@ class CloudBuildImageBuilder:
     def image_for(self, context_dir: Path) -> ImageRef:
         digest = "sha256:" + sha256_tree(context_dir)
         tag = digest.removeprefix("sha256:")[:TAG_CHARS]
-        return ImageRef(uri=f"{self.names.image_repository}:{tag}", digest=digest, built=False)
+        return ImageRef(uri=f"{self.names.image_repository}:{tag}", content_hash=digest)
 
-    def exists(self, image: ImageRef) -> bool:
-        return self._registry_digest(image) is not None
+    def find(self, image: ImageRef) -> ImageRef | None:
+        registry_digest = self._registry_digest(image)
+        return None if registry_digest is None else self._pinned(image, registry_digest)
 
     def build(self, context_dir: Path, on_log: LogCallback) -> ImageRef:
         wanted = self.image_for(context_dir)
         existing = self._registry_digest(wanted)
         if existing is not None:
             on_log(f"image {wanted.uri} already in the registry ({existing})")
-            return self._pinned(wanted, existing, built=False, log_url=None)
+            return self._pinned(wanted, existing)
         source = self._upload_source(context_dir, wanted, on_log)
         build = cloudbuild_v1.Build(
             source=cloudbuild_v1.Source(
@@ -106,15 +107,13 @@ class CloudBuildImageBuilder:
                 f"image; fix job_image/ and rerun; logs: {log_url}"
             )
         on_log(f"image {wanted.uri} built and pushed ({digests[0]})")
-        return self._pinned(wanted, digests[0], built=True, log_url=log_url)
+        return self._pinned(wanted, digests[0])
 
-    def _pinned(
-        self, wanted: ImageRef, registry_digest: str, built: bool, log_url: str | None
-    ) -> ImageRef:
-        """The image addressed by its registry digest; `digest` stays the content hash,
-        which is what the lineage key records (it is known before any build)."""
+    def _pinned(self, wanted: ImageRef, registry_digest: str) -> ImageRef:
+        """The image addressed by its registry digest; `content_hash` stays the hash of
+        `job_image/`, which is what the lineage key records (it is known before any build)."""
         uri = f"{self.names.image_repository}@{registry_digest}"
-        return ImageRef(uri=uri, digest=wanted.digest, built=built, log_url=log_url)
+        return ImageRef(uri=uri, content_hash=wanted.content_hash)
 
     def _registry_digest(self, image: ImageRef) -> str | None:
         """The digest the content-hash tag points at, None when that tag does not exist."""

@@ -94,11 +94,11 @@ class CloudRunModelServer:
         if not self.settings.allow_unauthenticated:
             self._grant_invoker()
         url = self._tag_url(tag)
-        return Endpoint(base_url=url, model=served_model_name, engine=ENGINE, handle=revision)
+        return Endpoint(base_url=url, model=served_model_name, engine=ENGINE, server_id=revision)
 
     def promote(self, endpoint: Endpoint) -> None:
         live = self._require_service()
-        revision = endpoint.handle
+        revision = endpoint.server_id
         if [(t.revision, t.percent) for t in live.traffic] == [(revision, 100)]:
             return  # already serving everything (a rerun of the same model)
         self._update_traffic(live, [self._target(revision, 100, self._tag_of(live, revision))])
@@ -106,7 +106,7 @@ class CloudRunModelServer:
     def discard(self, endpoint: Endpoint) -> None:
         """Drop the candidate's tag; the split that served before the deploy stays."""
         live = self._require_service()
-        revision = endpoint.handle
+        revision = endpoint.server_id
         remaining = [t for t in live.traffic if t.revision != revision]
         if len(remaining) == len(live.traffic) or sum(t.percent for t in remaining) != 100:
             return  # nothing tagged, or the candidate is all there is (a brand-new service)

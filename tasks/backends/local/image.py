@@ -23,16 +23,17 @@ class LocalImageBuilder:
     def image_for(self, context_dir: Path) -> ImageRef:
         digest = "sha256:" + sha256_tree(context_dir)
         folder = self.store.path(f"{IMAGES_PREFIX}/{digest.removeprefix('sha256:')[:DIGEST_CHARS]}")
-        return ImageRef(uri=str(folder), digest=digest, built=False)
+        return ImageRef(uri=str(folder), content_hash=digest)
 
-    def exists(self, image: ImageRef) -> bool:
+    def find(self, image: ImageRef) -> ImageRef | None:
         folder = Path(image.uri)
-        return folder.is_dir() and "sha256:" + sha256_tree(folder) == image.digest
+        intact = folder.is_dir() and "sha256:" + sha256_tree(folder) == image.content_hash
+        return image if intact else None
 
     def build(self, context_dir: Path, on_log: LogCallback) -> ImageRef:
         image = self.image_for(context_dir)
-        if self.exists(image):
-            on_log(f"image {image.digest[:23]} already built at {image.uri}")
+        if self.find(image) is not None:
+            on_log(f"image {image.content_hash[:23]} already built at {image.uri}")
             return image
         target = Path(image.uri)
         staging = target.with_name(target.name + ".partial")
@@ -43,5 +44,5 @@ class LocalImageBuilder:
             shutil.copy2(source, destination)
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
-        on_log(f"image {image.digest[:23]} built at {image.uri}")
-        return ImageRef(uri=image.uri, digest=image.digest, built=True)
+        on_log(f"image {image.content_hash[:23]} built at {image.uri}")
+        return ImageRef(uri=image.uri, content_hash=image.content_hash)

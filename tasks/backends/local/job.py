@@ -63,7 +63,7 @@ class LocalJobRunner:
                 deadline_s=spec.deadline_s,
                 on_log=on_log,
                 on_progress=on_progress,
-                env={**spec.env, "PYTHONUNBUFFERED": "1"},
+                env={"PYTHONUNBUFFERED": "1"},
             )
         duration = time.monotonic() - started
         last_lines = "\n".join(tail[-15:])

@@ -82,7 +82,7 @@ class LocalModelServer:
         except (OSError, ValueError):
             return None
         endpoint = Endpoint(**state)
-        return endpoint if pid_alive(int(endpoint.handle)) else None
+        return endpoint if pid_alive(int(endpoint.server_id)) else None
 
     def deploy(self, model_prefix: str, served_model_name: str, deadline_s: float) -> Endpoint:
         engine = pick_engine(self.engine)
@@ -111,7 +111,7 @@ class LocalModelServer:
             base_url=f"http://{self.host}:{port}",
             model=served_model_name,
             engine=engine,
-            handle=str(process.pid),
+            server_id=str(process.pid),
         )
         try:
             wait_until_ready(endpoint, process, deadline_s, log_path)
@@ -122,27 +122,27 @@ class LocalModelServer:
 
     def promote(self, endpoint: Endpoint) -> None:
         previous = self.live()
-        if previous is not None and previous.handle != endpoint.handle:
-            stop_process_group(int(previous.handle))
+        if previous is not None and previous.server_id != endpoint.server_id:
+            stop_process_group(int(previous.server_id))
         state = {
             "base_url": endpoint.base_url,
             "model": endpoint.model,
             "engine": endpoint.engine,
-            "handle": endpoint.handle,
+            "server_id": endpoint.server_id,
         }
         self.state_path.write_text(json.dumps(state, indent=2) + "\n")
 
     def discard(self, endpoint: Endpoint) -> None:
-        stop_process_group(int(endpoint.handle))
+        stop_process_group(int(endpoint.server_id))
 
     def release(self, endpoint: Endpoint) -> None:
-        stop_process_group(int(endpoint.handle))
+        stop_process_group(int(endpoint.server_id))
         live = self.live()
-        if live is None or live.handle == endpoint.handle:
+        if live is None or live.server_id == endpoint.server_id:
             self.state_path.unlink(missing_ok=True)
 
     def how_to_stop(self, endpoint: Endpoint) -> str:
-        return f"kill -TERM -- -{endpoint.handle}   (the server's process group)"
+        return f"kill -TERM -- -{endpoint.server_id}   (the server's process group)"
 
     def request_headers(self, endpoint: Endpoint) -> dict[str, str]:
         return {}  # a loopback server needs no credentials

@@ -25,7 +25,7 @@ class LocalTeardown:
             on_log("no local server is running")
             return False
         self.server.release(live)
-        on_log(f"stopped the {live.engine} server at {live.base_url} (pid {live.handle})")
+        on_log(f"stopped the {live.engine} server at {live.base_url} (pid {live.server_id})")
         return True
 
     def delete_job(self, on_log: LogCallback) -> bool:

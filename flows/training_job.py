@@ -1,4 +1,5 @@
-"""From settings to what the training job runs: resolved method, lineage, job spec.
+"""From settings to what the training job runs: pinned inputs, resolved method, lineage,
+the job's command line.
 
 Kept out of the flow so the flow reads as a runbook and these rules can be tested alone.
 """
@@ -9,12 +10,29 @@ import importlib.util
 import json
 from pathlib import Path
 
+from prefect import get_run_logger
+
 from core.contracts import ImageRef, TrainJobSpec
 from core.lineage import Lineage
-from core.revisions import looks_like_path
+from core.revisions import looks_like_path, resolve_dataset_revision, resolve_model_revision
 from flows.settings import PipelineSettings
 
 JOB_IMAGE_DIR = Path(__file__).resolve().parent.parent / "job_image"
+
+
+def pin_revisions(settings: PipelineSettings) -> tuple[str, str]:
+    """(model revision, dataset revision) the run trains on; fails on bad paths or
+    unresolvable revisions before anything is created."""
+    model_revision = resolve_model_revision(settings.model.base_model, settings.model.revision)
+    dataset_revision = resolve_dataset_revision(settings.data.dataset, settings.data.revision)
+    if settings.data.revision and settings.data.revision != dataset_revision:
+        get_run_logger().warning(
+            "dataset %s changed again since revision %s was requested: training on %s",
+            settings.data.dataset,
+            settings.data.revision,
+            dataset_revision,
+        )
+    return model_revision, dataset_revision
 
 
 def resolved_method(settings: PipelineSettings) -> str:
@@ -56,7 +74,7 @@ def make_lineage(
         eval_size=settings.data.eval_size,
         seed=settings.data.seed,
         training=training,
-        code_digest=image.digest,
+        code_digest=image.content_hash,
     )
 
 
