@@ -13,6 +13,7 @@ from core.contracts import ConfigurationError
 from core.hashing import sha256_file, sha256_tree
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv")
+HUB_TIMEOUT_S = 10  # one metadata request; a hub that needs longer is as good as down
 
 
 def looks_like_path(value: str) -> bool:
@@ -48,7 +49,7 @@ def resolve_model_revision(base_model: str, revision: str | None) -> str:
     check_model_source(base_model)
     if looks_like_path(base_model):
         return "sha256:" + sha256_tree(Path(base_model).expanduser())
-    return revision or _hub_sha(base_model, "model", "model.revision")
+    return revision or _hub_sha(base_model, "model", "model.base_model", "model.revision")
 
 
 def resolve_dataset_revision(dataset: str, revision: str | None) -> str:
@@ -56,20 +57,36 @@ def resolve_dataset_revision(dataset: str, revision: str | None) -> str:
     check_dataset_source(dataset)
     if looks_like_path(dataset):
         return "sha256:" + sha256_file(Path(dataset).expanduser())
-    return revision or _hub_sha(dataset, "dataset", "data.revision")
+    return revision or _hub_sha(dataset, "dataset", "data.dataset", "data.revision")
 
 
-def _hub_sha(repo_id: str, repo_type: str, setting: str) -> str:
-    """Ask the hub for the current commit of `repo_id` (needs network and, maybe, a token)."""
+def _hub_sha(repo_id: str, repo_type: str, id_setting: str, setting: str) -> str:
+    """Ask the hub for the current commit of `repo_id` (needs network and, maybe, a token).
+
+    Any failure is the operator's to fix (offline, a typo in the id, no access), so it is one
+    line naming the setting, never the client library's traceback.
+    """
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
+    variable = "PIPELINE_" + setting.upper().replace(".", "__")
     try:
-        info = HfApi().repo_info(repo_id, repo_type=repo_type)
-    except (HfHubHTTPError, OfflineModeIsEnabled, OSError) as error:
+        info = HfApi().repo_info(repo_id, repo_type=repo_type, timeout=HUB_TIMEOUT_S)
+    except GatedRepoError:
+        raise ConfigurationError(
+            f"{setting}: {repo_type} {repo_id!r} is gated: accept its licence on the hub and "
+            "export HF_TOKEN of that account"
+        ) from None
+    except RepositoryNotFoundError:
+        raise ConfigurationError(
+            f"{id_setting}: {repo_type} {repo_id!r} not found on the hub (a typo, "
+            "or private: export HF_TOKEN); pass a hub id or a local path"
+        ) from None
+    except Exception as error:  # offline, DNS, TLS, 5xx: all end the same way for the operator
+        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
         raise ConfigurationError(
             f"{setting}: cannot resolve the current revision of {repo_type} {repo_id!r} "
-            f"({type(error).__name__}); pin it with {setting}=<commit sha> or use a local path"
+            f"({reason}); pin it with {variable}=<commit sha>, or use a local path"
         ) from None
     if not info.sha:
         raise ConfigurationError(f"{setting}: the hub returned no revision for {repo_id!r}")

@@ -15,62 +15,30 @@ from typing import Any
 from pydantic.fields import FieldInfo
 
 from core.contracts import ConfigurationError, PipelineError
-from core.revisions import check_dataset_source, check_model_source
-from flows.settings import PipelineSettings, SettingsError, load_settings
+from flows.parameters import PipelineParameters
+from flows.settings import CLI_OPTIONS, PipelineSettings, SettingsError, env_variable, load_settings
+from flows.training_job import check_hub_inputs, check_inputs
 from flows.wiring import build_backend
 
-# option → (section, field); section None means a top-level field.
-OPTIONS: dict[str, tuple[str | None, str]] = {
-    "--backend": (None, "backend"),
-    "--base-model": ("model", "base_model"),
-    "--model-revision": ("model", "revision"),
-    "--served-model-name": ("model", "served_model_name"),
-    "--dataset": ("data", "dataset"),
-    "--dataset-revision": ("data", "revision"),
-    "--sample-size": ("data", "sample_size"),
-    "--eval-size": ("data", "eval_size"),
-    "--seed": ("data", "seed"),
-    "--method": ("training", "method"),
-    "--lora-r": ("training", "lora_r"),
-    "--lora-alpha": ("training", "lora_alpha"),
-    "--lora-dropout": ("training", "lora_dropout"),
-    "--target-modules": ("training", "target_modules"),
-    "--epochs": ("training", "epochs"),
-    "--max-steps": ("training", "max_steps"),
-    "--learning-rate": ("training", "learning_rate"),
-    "--batch-size": ("training", "batch_size"),
-    "--grad-accum": ("training", "grad_accum"),
-    "--max-length": ("training", "max_length"),
-    "--train-timeout": ("training", "timeout_s"),
-    "--engine": ("serving", "engine"),
-    "--port": ("serving", "port"),
-    "--prompt": ("serving", "smoke_prompt"),
-    "--max-tokens": ("serving", "max_tokens"),
-    "--startup-timeout": ("serving", "startup_timeout_s"),
-    "--store": ("local", "root"),
-    "--gcp-project": ("gcp", "project"),
-    "--gcp-region": ("gcp", "region"),
-    "--gcp-bucket": ("gcp", "bucket"),
-}
-KEEP_SERVING = ("serving", "keep_serving")
+SETTING = "setting:"  # argparse dest prefix of a settings option (vs. a command's own flag)
+FLAGS = ("serving.keep_serving",)  # settings that are a bare switch on the command line
 
 
-def _field(section: str | None, name: str) -> FieldInfo:
-    if section is None:
-        return PipelineSettings.model_fields[name]
-    section_type = PipelineSettings.model_fields[section].annotation
-    return section_type.model_fields[name]  # type: ignore[union-attr]
+def _field(dotted: str) -> FieldInfo:
+    *sections, name = dotted.split(".")
+    model: Any = PipelineSettings
+    for section in sections:
+        model = model.model_fields[section].annotation
+    return model.model_fields[name]  # type: ignore[no-any-return]
 
 
-def _help(section: str | None, name: str) -> str:
-    info = _field(section, name)
-    dotted = f"{section}.{name}" if section else name
-    env = "PIPELINE_" + dotted.upper().replace(".", "__")
+def _help(dotted: str) -> str:
+    info = _field(dotted)
     default = info.default
     if isinstance(default, tuple):
         default = ",".join(default)
     text = info.description or info.title or dotted.replace("_", " ")
-    return f"{text} [default: {default}; env {env}]"
+    return f"{text} [default: {default}; env {env_variable(dotted)}]"
 
 
 PIPELINE_DESCRIPTION = (
@@ -80,26 +48,27 @@ PIPELINE_DESCRIPTION = (
 
 
 def build_parser(
-    prog: str = "python -m flows.finetune", description: str = PIPELINE_DESCRIPTION
+    prog: str = "python -m flows.finetune",
+    description: str = PIPELINE_DESCRIPTION,
+    sections: tuple[str, ...] | None = None,
 ) -> argparse.ArgumentParser:
-    """The settings options, shared by every command that acts on a pipeline's resources."""
+    """The settings options (of `sections` only, when given: top-level fields count as one)."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description=description,
         epilog="Every option can also be set with its PIPELINE_… environment variable or .env.",
     )
-    for option, (section, name) in OPTIONS.items():
+    for dotted, option in CLI_OPTIONS.items():
+        if sections is not None and dotted.split(".")[0] not in sections:
+            continue
+        flag = (
+            {"action": "store_true"}
+            if dotted in FLAGS
+            else {"metavar": dotted.split(".")[-1].upper()}
+        )
         parser.add_argument(
-            option, dest=f"{section or ''}:{name}", default=argparse.SUPPRESS,
-            metavar=name.upper(), help=_help(section, name),
-        )  # fmt: skip
-    parser.add_argument(
-        "--keep-serving",
-        dest=":".join(KEEP_SERVING),
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help=_help(*KEEP_SERVING),
-    )
+            option, dest=SETTING + dotted, default=argparse.SUPPRESS, help=_help(dotted), **flag
+        )
     return parser
 
 
@@ -107,10 +76,12 @@ def overrides_from_args(namespace: argparse.Namespace) -> dict[str, Any]:
     """`{"model": {"base_model": …}, "backend": …}` from the options actually given."""
     overrides: dict[str, Any] = {}
     for dest, value in vars(namespace).items():
-        if ":" not in dest:
+        if not dest.startswith(SETTING):
             continue  # a command's own flag, not a setting
-        section, name = dest.split(":")
-        target = overrides.setdefault(section, {}) if section else overrides
+        *sections, name = dest.removeprefix(SETTING).split(".")
+        target = overrides
+        for section in sections:
+            target = target.setdefault(section, {})
         target[name] = value
     return overrides
 
@@ -120,18 +91,34 @@ def settings_from_namespace(namespace: argparse.Namespace) -> PipelineSettings:
     return load_settings(**overrides_from_args(namespace))
 
 
-def settings_from_argv(argv: Sequence[str] | None) -> PipelineSettings:
-    """Parse, validate and preflight; raises SettingsError/ConfigurationError with one line."""
-    settings = settings_from_namespace(build_parser().parse_args(argv))
-    check_model_source(settings.model.base_model)
-    check_dataset_source(settings.data.dataset)
+def as_parameters(settings: PipelineSettings, namespace: argparse.Namespace) -> PipelineParameters:
+    """The options given, as flow parameters: only those, so the flow merges them over the
+    environment exactly as it does for a UI run (values as the settings parsed them)."""
+    return PipelineParameters.model_validate(
+        _pick(settings.model_dump(), overrides_from_args(namespace))
+    )
+
+
+def _pick(values: dict[str, Any], shape: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: _pick(values[key], wanted) if isinstance(wanted, dict) else values[key]
+        for key, wanted in shape.items()
+    }
+
+
+def preflight(namespace: argparse.Namespace) -> PipelineParameters:
+    """Settings, inputs (rows of a local dataset, hub ids) and backend, checked before Prefect
+    starts; raises SettingsError/ConfigurationError with one line."""
+    settings = settings_from_namespace(namespace)
+    check_inputs(settings)
+    check_hub_inputs(settings)
     build_backend(settings)  # an unavailable backend is a settings error too
-    return settings
+    return as_parameters(settings, namespace)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        settings = settings_from_argv(argv)
+        parameters = preflight(build_parser().parse_args(argv))
     except (SettingsError, ConfigurationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -139,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from flows.finetune import finetune_pipeline
 
     try:
-        result = finetune_pipeline(settings)
+        result = finetune_pipeline(parameters)
     except ConfigurationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -157,11 +144,15 @@ def print_summary(result: Any) -> None:
         for name, value in sorted(result.metrics.items())
     )
     url = f"{result.endpoint.base_url}/v1/chat/completions"
+    served = f"model {result.endpoint.model!r}, {result.endpoint.engine}"
     print()
     print(f"model    {result.lineage_key}  ({result.model_uri})")
     print(f"metrics  {metrics}")
     print("steps    " + "  ".join(f"{s.name}={s.state}({s.seconds:.1f}s)" for s in result.steps))
-    print(f"served   {url}  (model {result.endpoint.model!r}, {result.endpoint.engine})")
+    if result.kept_serving:
+        print(f"served   {url}  ({served})")
+    else:
+        print(f"served   smoke-tested, then stopped ({served}; --keep-serving leaves it up)")
     print(f"answer   {result.answer}")
     if result.kept_serving:
         print()

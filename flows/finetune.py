@@ -14,7 +14,7 @@ import sys
 from prefect import flow, get_run_logger
 
 from core.report import PipelineResult
-from flows.settings import PipelineSettings, load_settings
+from flows.parameters import NOTHING_SET, PipelineParameters
 from flows.steps import StepRecorder
 from flows.training_job import JOB_IMAGE_DIR, make_lineage, pin_revisions, train_job_spec
 from flows.wiring import build_backend
@@ -28,18 +28,18 @@ from tasks.verify import verify
 
 
 @flow(name="emoji-finetune", log_prints=True)
-def finetune_pipeline(settings: PipelineSettings | None = None) -> PipelineResult:
+def finetune_pipeline(settings: PipelineParameters = NOTHING_SET) -> PipelineResult:
     """Fine-tune the base model on the emoji dataset and serve it behind /v1/chat/completions.
 
     Args:
-        settings: Every pipeline setting, grouped by step. Fields left unset come from the
-            worker's PIPELINE_* environment and `.env`, then the defaults (the codelab's).
+        settings: The settings to change for this run, grouped by step. Empty fields come from
+            the worker's PIPELINE_* environment and `.env`, then the defaults (the codelab's).
     """
-    settings = settings or load_settings()
+    settings = settings.resolve()  # → PipelineSettings, validated; fails here on a bad value
     backend = build_backend(settings)
     step = StepRecorder()
 
-    # 0. Preflight: pin the inputs (fails on bad paths / unresolvable revisions, creating nothing).
+    # 0. Preflight: pin the inputs (fails on bad paths, rows or revisions, creating nothing).
     model_revision, dataset_revision = pin_revisions(settings)
 
     # 1. Provision the store (a folder locally; bucket, secret, registry… on GCP).

@@ -14,11 +14,68 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from tasks.backends.gcp.config import GPU_TASK_CAP_S, GcpSettings
+from tasks.backends.gcp.config import ENV_ONLY, GPU_TASK_CAP_S, GcpSettings
 
 ENV_PREFIX = "PIPELINE_"
+# The CLI option of each setting ("" = environment only); flows/cli.py builds its parser from
+# this, and every error message names the option next to the environment variable.
+CLI_OPTIONS: dict[str, str] = {
+    "backend": "--backend",
+    "model.base_model": "--base-model",
+    "model.revision": "--model-revision",
+    "model.served_model_name": "--served-model-name",
+    "data.dataset": "--dataset",
+    "data.revision": "--dataset-revision",
+    "data.sample_size": "--sample-size",
+    "data.eval_size": "--eval-size",
+    "data.seed": "--seed",
+    "training.method": "--method",
+    "training.lora_r": "--lora-r",
+    "training.lora_alpha": "--lora-alpha",
+    "training.lora_dropout": "--lora-dropout",
+    "training.target_modules": "--target-modules",
+    "training.epochs": "--epochs",
+    "training.max_steps": "--max-steps",
+    "training.learning_rate": "--learning-rate",
+    "training.batch_size": "--batch-size",
+    "training.grad_accum": "--grad-accum",
+    "training.max_length": "--max-length",
+    "training.timeout_s": "--train-timeout",
+    "serving.engine": "--engine",
+    "serving.port": "--port",
+    "serving.smoke_prompt": "--prompt",
+    "serving.max_tokens": "--max-tokens",
+    "serving.startup_timeout_s": "--startup-timeout",
+    "serving.keep_serving": "--keep-serving",
+    "local.root": "--store",
+    "gcp.project": "--gcp-project",
+    "gcp.region": "--gcp-region",
+    "gcp.bucket": "--gcp-bucket",
+}
+
+
+def env_variable(dotted: str) -> str:
+    """`training.lora_r` → `PIPELINE_TRAINING__LORA_R`."""
+    return ENV_PREFIX + dotted.upper().replace(".", "__")
+
+
+def how_to_set(dotted: str) -> str:
+    """`PIPELINE_GCP__REGION or --gcp-region`: what an operator edits to change a setting."""
+    option = CLI_OPTIONS.get(dotted)
+    return f"{env_variable(dotted)} or {option}" if option else env_variable(dotted)
+
+
+def is_env_only(info: FieldInfo) -> bool:
+    """Fields marked `ENV_ONLY` (test hooks) are never flow parameters or CLI options."""
+    extra = info.json_schema_extra
+    return isinstance(extra, dict) and all(
+        extra.get(key) == value for key, value in ENV_ONLY.items()
+    )
+
+
 CODELAB_PROMPT = (
     "Translate to emoji: I ate a banana for breakfast, later I'm thinking of having soup!"
 )
@@ -78,8 +135,9 @@ class DataSettings(_Section):
     def _eval_leaves_training_rows(self) -> DataSettings:
         if self.eval_size >= self.sample_size:
             raise ValueError(
-                f"eval_size ({self.eval_size}) must be smaller than sample_size "
-                f"({self.sample_size}); lower data.eval_size or raise data.sample_size"
+                f"data.eval_size ({self.eval_size}) must be smaller than data.sample_size "
+                f"({self.sample_size}); lower {how_to_set('data.eval_size')}, or raise "
+                f"{how_to_set('data.sample_size')}"
             )
         return self
 
@@ -213,14 +271,11 @@ class PipelineSettings(BaseSettings):
         if self.backend != "gcp":
             return self
         if not self.gcp.project:
-            raise ValueError(
-                "backend 'gcp' needs gcp.project: set PIPELINE_GCP__PROJECT or --gcp-project"
-            )
+            raise ValueError(f"backend 'gcp' needs gcp.project: set {how_to_set('gcp.project')}")
         if self.training.timeout_s > GPU_TASK_CAP_S:
             raise ValueError(
                 f"training.timeout_s ({self.training.timeout_s:g}) exceeds Cloud Run's "
-                f"{GPU_TASK_CAP_S} s cap on GPU job tasks; lower PIPELINE_TRAINING__TIMEOUT_S "
-                "or --train-timeout"
+                f"{GPU_TASK_CAP_S} s cap on GPU job tasks; lower {how_to_set('training.timeout_s')}"
             )
         return self
 
@@ -238,23 +293,43 @@ def load_settings(**overrides: object) -> PipelineSettings:
 
 
 def describe_validation_error(error: ValidationError) -> str:
-    """`invalid setting training.learning_rate=-1: Input should be greater than 0 (...)`.
+    """`invalid setting training.learning_rate='-1': Input should be greater than 0 (set
+    PIPELINE_TRAINING__LEARNING_RATE or --learning-rate)`.
 
-    Each problem names the dotted field and the environment variable that sets it, so an
-    operator can fix a scheduled run without reading code. Input values are echoed only
-    for scalar fields (settings hold no secrets, but long blobs make bad one-liners).
+    Each problem names the dotted field and the variable and option that set it, so an
+    operator can fix a scheduled run without reading code; a rule across fields names its
+    fields itself. Input values are echoed only for scalar fields (settings hold no secrets,
+    but long blobs make bad one-liners).
     """
     problems = []
     for item in error.errors():
         location = ".".join(str(part) for part in item["loc"] if not isinstance(part, int))
         message = item["msg"].removeprefix("Value error, ")
-        if not location:  # a cross-field rule: its message already names fields and fixes
+        if item["type"] == "extra_forbidden":
+            problems.append(
+                f"unknown setting {location}: remove {env_variable(location)} from the "
+                "environment or .env (or the field from the run's parameters)"
+            )
+        elif not _is_setting(location):  # a rule across fields: its message names them
             problems.append(f"invalid settings: {message}")
-            continue
-        env_name = ENV_PREFIX + location.upper().replace(".", "__")
-        given = item.get("input")
-        shown = f"={given!r}" if isinstance(given, str | int | float | bool) else ""
-        problems.append(
-            f"invalid setting {location}{shown}: {message} (set {env_name} or its CLI option)"
-        )
+        else:
+            given = item.get("input")
+            shown = f"={given!r}" if isinstance(given, str | int | float | bool) else ""
+            problems.append(
+                f"invalid setting {location}{shown}: {message} (set {how_to_set(location)})"
+            )
     return "; ".join(problems)
+
+
+def _is_setting(dotted: str) -> bool:
+    """True for a leaf field such as `gcp.region`; False for a section (`gcp`) or the whole."""
+    model: type[BaseModel] = PipelineSettings
+    for part in dotted.split(".") if dotted else []:
+        info = model.model_fields.get(part)
+        if info is None:
+            return True  # a field pydantic knows and we do not: report it as given
+        annotation = info.annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return True
+        model = annotation
+    return False

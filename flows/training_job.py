@@ -13,16 +13,44 @@ from pathlib import Path
 from prefect import get_run_logger
 
 from core.contracts import ImageRef, TrainJobSpec
+from core.dataset_rows import check_dataset_rows
 from core.lineage import Lineage
-from core.revisions import looks_like_path, resolve_dataset_revision, resolve_model_revision
+from core.revisions import (
+    check_dataset_source,
+    check_model_source,
+    looks_like_path,
+    resolve_dataset_revision,
+    resolve_model_revision,
+)
 from flows.settings import PipelineSettings
 
 JOB_IMAGE_DIR = Path(__file__).resolve().parent.parent / "job_image"
 
 
+def check_inputs(settings: PipelineSettings) -> None:
+    """The base model and the dataset exist, and every row of a local dataset is readable.
+
+    The CLI runs this before Prefect starts and every run repeats it in step 0, so a bad input
+    from the UI fails as early and as clearly as one from the command line.
+    """
+    check_model_source(settings.model.base_model)
+    check_dataset_source(settings.data.dataset)
+    if looks_like_path(settings.data.dataset):
+        check_dataset_rows(Path(settings.data.dataset).expanduser(), settings.data.sample_size)
+
+
+def check_hub_inputs(settings: PipelineSettings) -> None:
+    """Hub ids resolve (reachable, known, accessible); local inputs are not hashed here."""
+    if not looks_like_path(settings.model.base_model):
+        resolve_model_revision(settings.model.base_model, settings.model.revision)
+    if not looks_like_path(settings.data.dataset):
+        resolve_dataset_revision(settings.data.dataset, settings.data.revision)
+
+
 def pin_revisions(settings: PipelineSettings) -> tuple[str, str]:
-    """(model revision, dataset revision) the run trains on; fails on bad paths or
+    """(model revision, dataset revision) the run trains on; fails on bad paths, bad rows or
     unresolvable revisions before anything is created."""
+    check_inputs(settings)
     model_revision = resolve_model_revision(settings.model.base_model, settings.model.revision)
     dataset_revision = resolve_dataset_revision(settings.data.dataset, settings.data.revision)
     if settings.data.revision and settings.data.revision != dataset_revision:

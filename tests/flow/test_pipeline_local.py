@@ -20,7 +20,8 @@ from prefect.artifacts import Artifact
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.finetune import PipelineResult, finetune_pipeline
-from flows.settings import PipelineSettings
+from flows.parameters import PipelineParameters
+from flows.settings import CODELAB_PROMPT
 from tasks.backends.local.processes import pid_alive, stop_process_group
 from tests.conftest import REPO_ROOT
 
@@ -35,14 +36,13 @@ def harness() -> Iterator[None]:
 
 def make_settings(
     store: Path, base_model: Path, dataset: Path, **overrides: object
-) -> PipelineSettings:
+) -> PipelineParameters:
     training = {"max_steps": 6, "batch_size": 8, "grad_accum": 1, "learning_rate": 1e-3}
     training.update(overrides.pop("training", {}))  # type: ignore[arg-type]
     serving = {"startup_timeout_s": 120, **overrides.pop("serving", {})}  # type: ignore[dict-item]
     data = {"dataset": str(dataset), "sample_size": 96, "eval_size": 8}
     data.update(overrides.pop("data", {}))  # type: ignore[arg-type]
-    return PipelineSettings(
-        _env_file=None,  # type: ignore[call-arg]
+    return PipelineParameters(
         backend="local",
         model={"base_model": str(base_model)},
         data=data,
@@ -142,7 +142,7 @@ def test_kept_server_answers_openai_client_and_is_replaced_after_smoke(
         client = OpenAI(base_url=f"{first.endpoint.base_url}/v1", api_key="unused")
         completion = client.chat.completions.create(
             model="emoji-gemma",
-            messages=[{"role": "user", "content": settings.serving.smoke_prompt}],
+            messages=[{"role": "user", "content": CODELAB_PROMPT}],
             max_tokens=16,
             temperature=0,
         )

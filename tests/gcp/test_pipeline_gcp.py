@@ -23,7 +23,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from core.contracts import Endpoint, SmokeTestFailed, TrainingFailed
 from flows.finetune import PipelineResult, finetune_pipeline
-from flows.settings import PipelineSettings
+from flows.parameters import PipelineParameters
 from tasks.backends.gcp.errors import QuotaExceeded
 from tasks.backends.local.provision import LocalProvisioner
 from tasks.backends.local.server import LocalModelServer
@@ -64,6 +64,8 @@ def world(
 ) -> Iterator[FakeGoogleCloud]:
     monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
     with fake_google_cloud(gcs_emulator) as cloud:
+        # Endpoint overrides come from the environment only, never from a run's parameters.
+        monkeypatch.setenv("PIPELINE_GCP__API_ENDPOINTS", json.dumps({"*": cloud.url}))
         cloud.fake.service_url = served_model.base_url
         cloud.fake.url_for_tag = lambda tag: served_model.base_url
         cloud.fake.on_execution = lambda args: cloud.publish_model(tiny_model_dir, args)
@@ -72,15 +74,14 @@ def world(
 
 def make_settings(
     world: FakeGoogleCloud, base_model: Path, dataset: Path, **training: Any
-) -> PipelineSettings:
-    return PipelineSettings(
-        _env_file=None,  # type: ignore[call-arg]
+) -> PipelineParameters:
+    return PipelineParameters(
         backend="gcp",
         model={"base_model": str(base_model)},
         data={"dataset": str(dataset), "sample_size": 96, "eval_size": 8},
         training={"max_steps": 6, "max_length": 96, "timeout_s": 600, **training},
         serving={"startup_timeout_s": 120},
-        gcp=world.settings(),
+        gcp={"project": world.project, "poll_interval_s": 0.05},
     )
 
 

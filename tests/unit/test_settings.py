@@ -36,12 +36,23 @@ def test_invalid_value_names_field_and_env_variable(
         load_settings(**overrides)
     message = str(caught.value)
     assert "\n" not in message
-    assert f"invalid setting {field}" in message
+    assert f"setting {field}" in message  # "invalid setting …" or "unknown setting …"
     assert f"PIPELINE_{env}" in message
 
 
+def test_each_message_names_the_variable_and_option_of_the_field() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(gcp={"region": "us-west9"})
+    assert "PIPELINE_GCP__REGION or --gcp-region" in str(caught.value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(data={"sample_size": 40, "eval_size": 50})
+    message = str(caught.value)
+    assert "PIPELINE_DATA__EVAL_SIZE or --eval-size" in message
+    assert "PIPELINE_DATA (" not in message and "set PIPELINE_DATA " not in message
+
+
 def test_cross_field_rules_explain_the_fix() -> None:
-    with pytest.raises(SettingsError, match=r"eval_size \(50\) must be smaller"):
+    with pytest.raises(SettingsError, match=r"data\.eval_size \(50\) must be smaller"):
         load_settings(data={"sample_size": 40, "eval_size": 50})
     with pytest.raises(SettingsError, match=r"backend 'gcp' needs gcp\.project"):
         load_settings(backend="gcp")

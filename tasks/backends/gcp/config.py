@@ -19,7 +19,6 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import NoDecode
 
@@ -39,6 +38,9 @@ L4_MIN_MEMORY_GIB = 16
 API_NAMES = ("run", "storage", "secretmanager", "artifactregistry", "cloudbuild", "iam")
 OVERRIDABLE_APIS = (*API_NAMES, "serviceusage")
 ALL_APIS = "*"
+# Marks a field that only the environment may set (PIPELINE_GCP__…): the flow's parameters and
+# the CLI leave it out, so no UI form, API call or event can redirect where credentials go.
+ENV_ONLY = {"env_only": True}
 
 _PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _RUN_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,28}[a-z0-9])?$")  # ≤30: leaves room for tags
@@ -75,15 +77,16 @@ class GcpSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     project: str | None = Field(None, description="Google Cloud project id (required for gcp).")
-    region: str = Field("europe-west1", description="Region with Cloud Run L4 GPUs.")
+    # Before `region`, so region's check can read it.
     gpu_regions: Annotated[tuple[str, ...], NoDecode] = Field(
         L4_REGIONS,
         min_length=1,
         description="Regions offering Cloud Run L4 GPUs (comma-separated); region must be one.",
     )
+    region: str = Field("europe-west1", description="Region with Cloud Run L4 GPUs.")
     bucket: str | None = Field(
         None,
-        description="Bucket for models, inputs, build sources (unset: <project>-emoji-models).",
+        description="Bucket for models, inputs, build sources (unset: PROJECT-emoji-models).",
     )
     service_account: str = Field(
         "emoji-finetune", description="Service account id the job and the service run as."
@@ -130,8 +133,9 @@ class GcpSettings(BaseModel):
         default_factory=dict,
         description=(
             'Point Google APIs at local stand-ins, e.g. {"*": "http://127.0.0.1:9000"} '
-            "(anonymous credentials; keys: * or an API name)."
+            "(anonymous credentials; keys: * or an API name). Environment only."
         ),
+        json_schema_extra=ENV_ONLY,
     )
     poll_interval_s: float = Field(
         10.0,
@@ -169,14 +173,16 @@ class GcpSettings(BaseModel):
             raise ValueError(f"endpoints must be http(s) URLs, got {bad}")
         return value
 
-    @model_validator(mode="after")
-    def _region_has_gpus(self) -> GcpSettings:
-        if self.region not in self.gpu_regions:
+    @field_validator("region")
+    @classmethod
+    def _region_has_gpus(cls, value: str, info: ValidationInfo) -> str:
+        regions = info.data.get("gpu_regions", L4_REGIONS)
+        if value not in regions:
             raise ValueError(
-                f"region {self.region!r} does not offer Cloud Run L4 GPUs; use one of "
-                f"{', '.join(self.gpu_regions)} (or extend gcp.gpu_regions if Google added it)"
+                f"{value!r} does not offer Cloud Run L4 GPUs; use one of {', '.join(regions)} "
+                "(or extend gcp.gpu_regions if Google added it)"
             )
-        return self
+        return value
 
 
 @dataclass(frozen=True)
