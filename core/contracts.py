@@ -154,6 +154,11 @@ class ArtifactStore(Protocol):
         """A local folder holding `prefix`, when the store is a folder (None otherwise)."""
         ...
 
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Create or replace one small file (a marker such as REJECTED.json), whole or not at
+        all. Weights are never written through this: the training job writes those."""
+        ...
+
 
 @runtime_checkable
 class Provisioner(Protocol):

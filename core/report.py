@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.contracts import Endpoint
+from core.rejection import REJECTED_NAME
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,40 @@ class PipelineResult:
     steps: list[StepRecord] = field(default_factory=list)
 
 
+BASE_PREFIX = "base_"  # the job scores the base model on the same held-out rows as `base_<name>`
+
+
 def _format_value(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def evaluation_table(metrics: Mapping[str, object]) -> list[str]:
+    """Base and tuned side by side, one metric a row (`—` where the base has no score)."""
+    tuned = sorted(name for name in metrics if not name.startswith(BASE_PREFIX))
+    return [
+        "| metric | base model | tuned model |",
+        "|---|---|---|",
+        *(
+            f"| {name} | {_format_value(metrics.get(BASE_PREFIX + name, '—'))} "
+            f"| {_format_value(metrics[name])} |"
+            for name in tuned
+        ),
+    ]
+
+
+def lineage_table(lineage: Mapping[str, object]) -> list[str]:
+    """Every input and every training setting that went into the lineage key."""
+    rows = []
+    for name, value in sorted(lineage.items()):
+        if isinstance(value, Mapping):
+            rows += [f"| {name}.{key} | `{_shown(item)}` |" for key, item in sorted(value.items())]
+        else:
+            rows.append(f"| {name} | `{value}` |")
+    return ["| input or setting | value |", "|---|---|", *rows]
+
+
+def _shown(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 
 def render_report(
@@ -66,9 +99,7 @@ def render_report(
         "",
         "## Evaluation (held-out rows)",
         "",
-        "| metric | value |",
-        "|---|---|",
-        *(f"| {name} | {_format_value(value)} |" for name, value in sorted(metrics.items())),
+        *evaluation_table(metrics),
         "",
         "## Steps",
         "",
@@ -79,12 +110,36 @@ def render_report(
         "",
         "## Lineage",
         "",
-        "| input | value |",
-        "|---|---|",
-        *(
-            f"| {name} | `{value}` |"
-            for name, value in sorted(lineage.items())
-            if not isinstance(value, Mapping)
-        ),
+        *lineage_table(lineage),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_rejection(
+    *,
+    lineage_key: str,
+    model_uri: str,
+    lineage: Mapping[str, object],
+    metrics: Mapping[str, object],
+    problems: Sequence[str],
+) -> str:
+    """Markdown for a model the evaluation gate refused: why, and the numbers behind it."""
+    lines = [
+        f"# Rejected model `{lineage_key}`",
+        "",
+        f"- **Model folder:** `{model_uri}` (marked `{REJECTED_NAME}`; never served)",
+        "- **Serving:** unchanged — the previous model, if any, keeps serving",
+        "",
+        "## Why the evaluation gate refused it",
+        "",
+        *(f"- {problem}" for problem in problems),
+        "",
+        "## Evaluation (held-out rows)",
+        "",
+        *evaluation_table(metrics),
+        "",
+        "## Lineage",
+        "",
+        *lineage_table(lineage),
     ]
     return "\n".join(lines) + "\n"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from prefect.artifacts import create_markdown_artifact
 
 from core.contracts import Endpoint
 from core.lineage import Lineage
-from core.report import StepRecord, render_report
+from core.report import StepRecord, render_rejection, render_report
 from core.smoke import SmokeResult
 from core.verification import VerifiedModel
 
@@ -38,3 +38,23 @@ def publish_report(
         serving_note=serving_note,
     )
     create_markdown_artifact(markdown, key=REPORT_KEY, description=f"model {lineage.key}")
+
+
+def publish_rejection(
+    lineage_key: str,
+    model_uri: str,
+    lineage: Mapping[str, object],
+    metrics: Mapping[str, float],
+    problems: Sequence[str],
+) -> None:
+    """The same artifact key as a served model's report, so the run page always has one."""
+    markdown = render_rejection(
+        lineage_key=lineage_key,
+        model_uri=model_uri,
+        lineage=lineage,
+        metrics=metrics,
+        problems=problems,
+    )
+    create_markdown_artifact(
+        markdown, key=REPORT_KEY, description=f"model {lineage_key} REJECTED by the gate"
+    )

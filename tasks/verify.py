@@ -9,9 +9,12 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from core.contracts import Backend, VerificationFailed
+from core.integrity import MANIFEST_NAME
 from core.quality_gate import QualityThresholds, quality_problems
+from core.rejection import mark_rejected, rejection_of
 from core.verification import VerifiedModel, manifest_digest, verify_model
 from tasks.policy import CACHED_TASK_OPTIONS, Parameters, world_checked
+from tasks.report import publish_rejection
 
 
 def _judged(parameters: Parameters) -> tuple[str, str, str]:
@@ -35,7 +38,11 @@ verified_model_key = world_checked("verify", _judged, _manifest_present)
 def verify(
     backend: Backend, prefix: str, lineage_key: str, prompt: str, quality: Mapping[str, Any]
 ) -> VerifiedModel:
-    """Integrity checks, then the quality gate on the manifest's held-out metrics."""
+    """Integrity checks, then the quality gate on the manifest's held-out metrics.
+
+    A model the gate refuses is marked (`REJECTED.json`) and still reported — metrics beside
+    the base model's and every reason — before the run fails, so it is seen, never served.
+    """
     verified = verify_model(
         backend.store, prefix, expected_lineage_key=lineage_key, generation_prompt=prompt
     )
@@ -50,7 +57,20 @@ def verify(
     )
     problems = quality_problems(verified.metrics, QualityThresholds(**quality))
     if problems:
+        marker = mark_rejected(backend.store, prefix, problems, verified.metrics, quality)
+        logger.error("quality gate refused %s (marked %s)", verified.uri, marker)
+        manifest = json.loads(backend.store.read_bytes(f"{prefix}/{MANIFEST_NAME}"))
+        lineage = manifest.get("lineage", {}) if isinstance(manifest, dict) else {}
+        publish_rejection(lineage_key, verified.uri, lineage, verified.metrics, problems)
         raise VerificationFailed(verified.uri, problems)
+    earlier = rejection_of(backend.store, prefix)
+    if earlier:
+        logger.warning(
+            "%s was rejected on %s under other thresholds (%s); it passes the current gate",
+            verified.uri,
+            earlier.get("rejected_at"),
+            "; ".join(earlier.get("problems", [])),
+        )
     logger.info("quality gate passed: %s", _scores(verified.metrics))
     return verified
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from core.contracts import ArtifactStore, JobOutcome, LogCallback, TrainJobSpec
+from core.rejection import rejection_of
 
 
 def sealed_lineage_key(store: ArtifactStore, prefix: str) -> str | None:
@@ -29,4 +30,10 @@ def reuse_sealed_model(
         return None
     output_uri = store.uri_for(spec.output_prefix)
     on_log(f"complete model already in the store at {output_uri}; nothing to train")
+    rejected = rejection_of(store, spec.output_prefix)
+    if rejected:
+        on_log(
+            f"note: this model was REJECTED by the evaluation gate on {rejected.get('rejected_at')}"
+            f" ({'; '.join(rejected.get('problems', []))}); verify judges it again"
+        )
     return JobOutcome(spec.lineage_key, output_uri, "existing", 0.0, reused=True)

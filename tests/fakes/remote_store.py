@@ -36,3 +36,6 @@ class RemoteLikeStore:
 
     def local_dir(self, prefix: str) -> Path | None:
         return None
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        self.inner.write_bytes(path, data)

@@ -22,14 +22,21 @@ def prefect_command(*args: str) -> list[str]:
 
 
 @contextmanager
-def running_server(home: Path, log: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """Yields the API URL and the environment that points a client or worker at it."""
+def running_server(
+    home: Path, log: Path, *, ui: bool = False
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """Yields the API URL and the environment that points a client or worker at it.
+
+    With `ui`, the server also serves its web UI at the URL without `/api`.
+    """
     port = free_port("127.0.0.1")
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_UI_ENABLED": str(ui).lower(),
+        # The UI asks its browser to call this; by default it would be port 4200.
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
         # Queued runs of a deployment at its concurrency limit are retried this often.
         "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
     }

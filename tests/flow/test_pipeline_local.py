@@ -19,6 +19,7 @@ from openai import OpenAI
 from prefect.artifacts import Artifact
 from prefect.testing.utilities import prefect_test_harness
 
+from core.contracts import VerificationFailed
 from flows.finetune import PipelineResult, finetune_pipeline
 from flows.parameters import PipelineParameters
 from flows.settings import CODELAB_PROMPT
@@ -180,3 +181,24 @@ def test_bad_settings_exit_with_one_line_and_create_nothing(tmp_path: Path) -> N
         assert len(lines) == 1 and lines[0].startswith("error: ")
         assert expected in lines[0]
         assert not store.exists()
+
+
+def test_a_rejected_model_is_reported_and_marked_never_served(
+    harness: None, tmp_path: Path, tiny_model_dir: Path, sample_dataset_path: Path
+) -> None:
+    store = tmp_path / "store"
+    strict = make_settings(store, tiny_model_dir, sample_dataset_path, data={"seed": 11})
+    values = strict.model_dump()
+    values["quality"]["max_eval_loss"] = 1e-9  # no model passes
+
+    with pytest.raises(VerificationFailed, match=r"quality\.max_eval_loss"):
+        finetune_pipeline(PipelineParameters.model_validate(values))
+
+    (folder,) = (store / "models").iterdir()
+    rejected = json.loads((folder / "REJECTED.json").read_text())
+    assert any("quality.max_eval_loss" in problem for problem in rejected["problems"])
+    assert not (store / "serving.json").exists(), "a rejected model is never served"
+    report = str(Artifact.get("finetune-report").data)  # type: ignore[union-attr]
+    assert f"Rejected model `{folder.name}`" in report
+    assert "| eval_loss |" in report and "quality.max_eval_loss" in report
+    assert "| training.lora_r | `16` |" in report  # what was trained, not only the inputs

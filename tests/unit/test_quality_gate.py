@@ -91,3 +91,16 @@ def test_settings_defaults_build_the_gate() -> None:
     assert quality == QualitySettings()
     thresholds = QualityThresholds(**quality.model_dump())
     assert thresholds == replace(GATE, max_loss_regression=0.0)  # strict unless relaxed
+
+
+def test_the_report_shows_base_beside_tuned_and_the_training_settings() -> None:
+    from core.report import evaluation_table, lineage_table
+
+    table = evaluation_table({"eval_loss": 0.5, "base_eval_loss": 2.0, "train_loss": 0.4})
+    assert "| eval_loss | 2 | 0.5 |" in table
+    assert "| train_loss | — | 0.4 |" in table
+    assert not any(row.startswith("| base_") for row in table)
+    rows = lineage_table({"dataset": "d.jsonl", "training": {"lora_r": 4, "target_modules": ["q"]}})
+    assert "| training.lora_r | `4` |" in rows
+    assert "| training.target_modules | `q` |" in rows
+    assert "| dataset | `d.jsonl` |" in rows

@@ -76,6 +76,10 @@ class GcsStore:
     def local_dir(self, prefix: str) -> Path | None:
         return None
 
+    def write_bytes(self, path: str, data: bytes) -> None:
+        with google_call(self.names, "write", self.uri_for(path)):
+            self._blob(path).upload_from_string(data)  # one request: whole object or none
+
     def upload_file(self, path: str, source: Path) -> bool:
         """Create `path` from a local file unless it exists; True when this call wrote it.
 

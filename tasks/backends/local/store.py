@@ -48,3 +48,10 @@ class LocalFolderStore:
 
     def local_dir(self, prefix: str) -> Path | None:
         return self.path(prefix)
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        target = self.path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")
+        partial.write_bytes(data)
+        partial.replace(target)  # a reader sees the old file or the new one, never half
