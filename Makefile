@@ -15,15 +15,23 @@ DEMO_DATA   ?= data/text2emoji_sample.jsonl
 DEMO_ARGS   ?=
 PREFECT_PORT ?= 4200
 
-# Offline, self-contained runs: Prefect state and HF caches live under .pipeline/.
-export PREFECT_HOME ?= $(abspath $(DEMO_DIR))/prefect
+# Offline, self-contained runs: Prefect state in .prefect/ (as prefect.toml says for commands
+# run by hand), HF caches under .pipeline/.
+export PREFECT_HOME ?= $(abspath .prefect)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+PREFECT_API  := http://127.0.0.1:$(PREFECT_PORT)/api
+# While `make server` runs, every target talks to it, so its runs show in that UI; without
+# it a run starts Prefect's own temporary server.
+ifneq ($(shell curl -sf -m 1 $(PREFECT_API)/health 2>/dev/null),)
+export PREFECT_API_URL ?= $(PREFECT_API)
+endif
 export HF_HOME ?= $(abspath $(DEMO_DIR))/hf
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export TQDM_DISABLE ?= 1
 
-.PHONY: demo test test-slow test-vllm lint format serve-demo clean install server deploy worker bench
+.PHONY: demo test test-slow test-vllm test-ui lint format serve-demo clean install server deploy \
+	worker run watch teardown bench
 
 install: $(STAMP)
 
@@ -46,7 +54,7 @@ serve-demo:
 
 ## server: a local Prefect server with its UI at http://127.0.0.1:$(PREFECT_PORT)
 server: $(STAMP)
-	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+	PREFECT_UI_API_URL=$(PREFECT_API) $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 ## deploy: work pools + the deployments in prefect.yaml (on the server above)
 deploy: $(STAMP)
@@ -57,7 +65,21 @@ deploy: $(STAMP)
 worker: $(STAMP)
 	$(BIN)/prefect worker start --pool emoji-local --type process
 
-deploy worker: export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
+## run: one run of the `local` pipeline deployment; SETTINGS='{"training": {"lora_r": 8}}'
+# changes those fields only (the rest come from the worker's environment and .env)
+SETTINGS ?= {}
+run: $(STAMP)
+	$(BIN)/prefect deployment run emoji-finetune/local --params '{"settings": $(SETTINGS)}'
+
+## watch: check the dataset once now (emits the change event that retrains)
+watch: $(STAMP)
+	$(BIN)/prefect deployment run watch-dataset/watch
+
+## teardown: stop the model server the deployments started (models are kept)
+teardown: $(STAMP)
+	$(BIN)/prefect deployment run emoji-teardown/teardown
+
+deploy worker run watch teardown: export PREFECT_API_URL ?= $(PREFECT_API)
 
 ## test: the default suite (unit, contract, flow, training on a tiny model)
 test: $(STAMP)
@@ -78,6 +100,11 @@ test-vllm: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/train_throughput.py $(BENCH_ARGS)
 
+## test-ui: the Prefect UI's Custom run form in a real browser (Debian's chromium, playwright-core)
+test-ui: $(STAMP)
+	bash tests/ui/setup.sh
+	$(BIN)/python -m pytest -q -m ui
+
 ## test-slow: the heavier checks kept out of the default suite
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
@@ -91,4 +118,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache
+	rm -rf $(DEMO_DIR) .prefect .pytest_cache .ruff_cache
