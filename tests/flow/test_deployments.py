@@ -25,6 +25,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun
 from prefect.events.worker import EventsWorker
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.variables import Variable
 
@@ -171,6 +172,11 @@ def test_run_with_custom_parameters_like_the_ui(ops: Ops) -> None:
         deployment = client.read_deployment_by_name(PIPELINE)
         schema = deployment.parameter_openapi_schema
         assert "settings" in schema["properties"]  # the UI renders a typed form from this
+        assert "api_endpoints" not in json.dumps(schema), "test hooks are environment only"
+        with pytest.raises(PrefectHTTPStatusError, match="api_endpoints"):  # 409, refused
+            client.create_flow_run_from_deployment(
+                deployment.id, parameters={"settings": {"gcp": {"api_endpoints": {"*": "x"}}}}
+            )
         run = client.create_flow_run_from_deployment(
             deployment.id, parameters={"settings": {"training": {"lora_r": 4}}}
         )
