@@ -110,6 +110,8 @@ def lora_run(
         *SMALL,
         "--max-steps",
         "20",
+        "--learning-rate",
+        "1e-3",  # the demo's rate: 20 LoRA steps at the default 2e-4 barely move a tiny model
         "--method",
         "lora",
         "--lineage-json",
@@ -174,8 +176,10 @@ def test_metrics_cover_base_and_tuned_model_and_match_metrics_json(
         assert 0 <= metrics[f"{prefix}eval_loss"] < 5
         assert 0 <= metrics[f"{prefix}exact_match"] <= metrics[f"{prefix}emoji_f1"] <= 1
         assert metrics[f"{prefix}exact_match"] <= metrics[f"{prefix}emoji_only_rate"] <= 1
-    # The tiny base is pre-trained to answer in emoji; 20 LoRA steps must not break that.
-    assert metrics["emoji_only_rate"] >= 0.5, metrics
+    # The untuned tiny base answers in words; 20 LoRA steps teach it to answer in emoji.
+    assert metrics["base_emoji_only_rate"] == 0 and metrics["base_emoji_f1"] == 0, metrics
+    assert metrics["emoji_only_rate"] >= 0.5 and metrics["emoji_f1"] > 0, metrics
+    assert metrics["eval_loss"] < metrics["base_eval_loss"], metrics
 
 
 def test_merged_weights_have_no_lora_tensors(lora_run: tuple[Run, Path]) -> None:
