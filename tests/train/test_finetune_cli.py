@@ -204,6 +204,10 @@ def test_progress_lines_are_json_and_cover_every_phase(lora_run: tuple[Run, Path
     events = run.progress()
     assert {e["phase"] for e in events} == PHASES
     assert all(isinstance(e["step"], int) and isinstance(e["total"], int) for e in events)
+    # One bar for the whole job: never backwards, never near done while loading, 1.0 at the end.
+    overall = [e["overall"] for e in events]
+    assert overall == sorted(overall) and overall[-1] == 1.0 and overall.count(1.0) == 1
+    assert all(e["overall"] < 0.1 for e in events if e["phase"] == "load")
     train = [e for e in events if e["phase"] == "train"]
     assert [e["step"] for e in train] == [5, 10, 15, 20]
     assert all(e["total"] == 20 and isinstance(e["loss"], float) for e in train)
