@@ -384,6 +384,9 @@ def test_killed_run_resumes_from_last_complete_checkpoint_with_identical_weights
     assert sha256_file(output_dir / "model.safetensors") == sha256_file(straight)
 
 
+GOOD_ROW = '{"text": "a pizza", "emoji": "🍕"}\n'
+
+
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
@@ -407,6 +410,22 @@ BAD_INPUTS = {
         "config",
         lambda d, m: _write(d / "job.yaml", "lora_rank: 8\n"),
         "unknown option",
+    ),
+    "unknown flag": (
+        "args",
+        ["--lora-rank", "8"],
+        "unknown option --lora-rank; did you mean --lora-r?",
+    ),
+    "stray argument": ("args", ["eight"], "['eight']"),
+    "row that is not json": (
+        "data",
+        lambda d, m: _write(d / "x.jsonl", GOOD_ROW + '{"text": "b", "emoji": \n' + GOOD_ROW),
+        "x.jsonl line 2 is not valid JSON",
+    ),
+    "row with a wrong type": (
+        "data",
+        lambda d, m: _write(d / "x.jsonl", GOOD_ROW * 2 + '{"text": "c", "emoji": ["🍕"]}\n'),
+        "x.jsonl line 3 has 'emoji' as an array, not a string",
     ),
 }
 
@@ -445,8 +464,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     )
     run = run_script(args, cwd=tmp_path)
     assert run.returncode == 2, run.stderr[-4000:]
-    assert len(run.error_lines()) == 1, run.stderr
-    assert run.stderr.rstrip().splitlines()[-1] == run.error_lines()[0]
+    assert run.stderr.strip().splitlines() == run.error_lines(), run.stderr  # no traceback
+    assert len(run.error_lines()) == 1 and not run.error_lines()[0].startswith("error: error")
     assert expected.lower() in run.error_lines()[0].lower()
     assert not (tmp_path / "store").exists()
     assert 'PROGRESS {"phase": "train"' not in run.stdout
