@@ -396,7 +396,7 @@ BAD_INPUTS = {
     "missing column": (
         "data",
         lambda d, m: _write(d / "x.jsonl", '{"text": "a", "emo": "b"}\n'),
-        "column",
+        "x.jsonl line 1 has no 'emoji' field",
     ),
     "empty data": ("data", lambda d, m: _write(d / "x.jsonl", ""), "empty"),
     "sample larger than data": ("args", ["--sample-size", "100000"], "exceeds"),
