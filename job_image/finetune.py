@@ -208,6 +208,7 @@ def read_config(argv: Sequence[str]) -> JobConfig:
 
     trl's parser answers an unknown flag with a ValueError listing the leftover arguments
     (a traceback and exit 1 here); naming the flag, with the nearest real one, is the fix.
+    Flags must be spelt out: argparse's prefix matching would let a typo pick an option.
     """
     known = {flag for action in build_parser()._actions for flag in action.option_strings}
     known.add(CONFIG_FLAG)

@@ -51,7 +51,6 @@ def tuned_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
     For tests whose training step is a fake (the gcp world publishes this folder as the job's
     output, with its own manifest) but whose server must answer like a trained model.
     """
-    import shutil
     import subprocess
     import sys
 
@@ -65,7 +64,6 @@ def tuned_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
         check=True, capture_output=True, timeout=600,
     )  # fmt: skip
     (output / "MANIFEST.json").unlink()  # the fakes write the manifest of their own run
-    shutil.rmtree(output.with_name("model.checkpoints"), ignore_errors=True)
     return output
 
 
