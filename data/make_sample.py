@@ -357,12 +357,18 @@ def emoji_units(template: str) -> int:
     return len(_TOKEN.findall(template))
 
 
-def topic_rows(topic: str, rng: random.Random, seen: set[str]) -> Iterator[Row]:
-    """Yield up to ROWS_PER_TOPIC rows with texts not in `seen` (rows must be unique)."""
+def topic_rows(
+    topic: str, rng: random.Random, seen: set[str], count: int = ROWS_PER_TOPIC
+) -> Iterator[Row]:
+    """Yield `count` rows with texts not in `seen` (rows must be unique), adding them to it.
+
+    `seen` may start with texts to avoid: the demo's tiny base model is pre-trained on rows
+    drawn this way with every text of the committed sample excluded (demo/tiny_model.py).
+    """
     templates = TEMPLATES[topic]
     made = 0
-    for attempt in range(ROWS_PER_TOPIC * 50):
-        if made == ROWS_PER_TOPIC:
+    for attempt in range(count * 50):
+        if made == count:
             return
         # Round-robin over templates (not over rows) so one exhausted template can't stall us.
         text, emo = render(templates[attempt % len(templates)], rng)
@@ -371,7 +377,7 @@ def topic_rows(topic: str, rng: random.Random, seen: set[str]) -> Iterator[Row]:
         seen.add(text)
         made += 1
         yield Row(text=text, emoji=emo, topic=topic)
-    raise RuntimeError(f"topic {topic!r}: templates cannot produce {ROWS_PER_TOPIC} unique rows")
+    raise RuntimeError(f"topic {topic!r}: templates cannot produce {count} unique rows")
 
 
 def make_rows(seed: int = SEED) -> list[Row]:

@@ -1,11 +1,22 @@
-"""Build a tiny Gemma 3 chat model that answers "Translate to emoji: …" — offline and in seconds.
+"""Build a tiny, *untuned* Gemma 3 chat model for the demo and the tests — offline, in seconds.
 
 Why: `google/gemma-3-1b-it` cannot be downloaded on CI or demo machines (no model hub), yet the
 pipeline, `make demo` and the tests need a real `Gemma3ForCausalLM` checkpoint with the real Gemma 3
-chat template, a tokenizer that round-trips every emoji, and sensible (emoji) answers. So we train a
-byte-level BPE tokenizer on the sample data, create a tiny model from a config, fully fine-tune it
-for a few hundred steps, and `save_pretrained` it like a hub checkpoint. LoRA/QLoRA on top of a
-random tiny base barely learns; on this pre-trained base it does.
+chat template and a tokenizer that round-trips every emoji. So we train a byte-level BPE
+tokenizer, create a tiny model from a config, fully fine-tune it for a few hundred steps, and
+`save_pretrained` it like a hub checkpoint.
+
+What it is taught mirrors what a real untuned chat model brings to the codelab: it knows what
+emoji stand for (asked "Say it with emoji: …" it answers in emoji), but asked "Translate to
+emoji: …" it answers in words (the sentence's topic, e.g. "travel"). Fine-tuning then has
+something real to teach — answer *this* prompt in emoji — and the report shows it: the base
+answers in words and scores no emoji, the tuned model answers in emoji. (LoRA on a random tiny
+base barely learns anything; on this pre-trained one it learns the new answer format in a few
+dozen steps.)
+
+It is never trained on the dataset it is evaluated on: its sentences are drawn fresh from the
+sample's own generator (`data/make_sample.py`, another seed) with every text of `--data` — and the
+codelab's smoke sentence — excluded, so whichever rows a run holds out, the base has not seen them.
 
 Deterministic (fixed seeds, fixed data order, deterministic torch algorithms) and idempotent:
 `BUILD_INFO.json` is written last with a hash of every input; a folder with a matching one is
@@ -19,15 +30,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.resources
+import importlib.util
 import json
 import math
 import os
+import random
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -41,9 +55,15 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 # Bump when the build recipe changes in a way the input hash cannot see.
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"
 BUILD_INFO = "BUILD_INFO.json"
-PROMPT_PREFIX = "Translate to emoji: "
+PROMPT_PREFIX = "Translate to emoji: "  # the task: the base answers it with the topic, in words
+EMOJI_PROMPT_PREFIX = "Say it with emoji: "  # what the base knows: emoji for a sentence
+SAMPLE_GENERATOR = Path(__file__).resolve().parent.parent / "data" / "make_sample.py"
+CORPUS_SEED_OFFSET = 1_000_003  # the corpus never reuses the committed sample's own draw
+ROWS_PER_TOPIC = 80
+# The codelab's smoke sentence: kept out so the served answer shows generalisation, not recall.
+HELD_BACK_TEXTS = ("I ate a banana for breakfast, later I'm thinking of having soup!",)
 PAD, EOS, BOS, UNK = "<pad>", "<eos>", "<bos>", "<unk>"
 START_OF_TURN, END_OF_TURN = "<start_of_turn>", "<end_of_turn>"
 # Order fixes the ids: <pad>=0, <eos>=1, <bos>=2, <unk>=3 like Gemma; turn markers follow.
@@ -129,19 +149,66 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedT
 
 
 def tokenizer_corpus(rows: Sequence[dict[str, str]]) -> Iterator[str]:
-    """Texts the BPE is trained on: user turns, model turns (emoji) and the template's words.
+    """Texts the BPE is trained on: user turns, model turns (emoji, topics) and the prompts.
 
-    The turn headers are included once per row so "user"/"model" and the prompt prefix get merged
-    into few tokens, keeping training sequences short.
+    The turn headers are included once per row so "user"/"model" and the prompt prefixes get
+    merged into few tokens, keeping training sequences short.
     """
     for row in rows:
         yield f"user\n{PROMPT_PREFIX}{row['text']}"
+        yield f"user\n{EMOJI_PROMPT_PREFIX}{row['text']}"
         yield f"model\n{row['emoji']}"
+        if "topic" in row:
+            yield f"model\n{row['topic']}"
 
 
 # ---------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------
+
+
+def sample_generator() -> ModuleType:
+    """`data/make_sample.py`, loaded by path (data/ is a folder of files, not a package)."""
+    spec = importlib.util.spec_from_file_location("make_sample", SAMPLE_GENERATOR)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"{SAMPLE_GENERATOR}: the sample generator is missing")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pretraining_rows(avoid: Iterable[str], seed: int, per_topic: int) -> list[dict[str, str]]:
+    """Fresh Text2Emoji-style rows (text, emoji, topic), none of whose texts is in `avoid`.
+
+    Drawn by the sample's own generator so they read like the dataset, with another seed and
+    `avoid` (every text of the dataset) pre-marked as taken: the base model is never trained
+    on a row any run could hold out for evaluation.
+    """
+    generator = sample_generator()
+    rng = random.Random(CORPUS_SEED_OFFSET + seed)
+    seen = {*avoid, *HELD_BACK_TEXTS}
+    return [
+        dict(row)
+        for topic in generator.TEMPLATES
+        for row in generator.topic_rows(topic, rng, seen, per_topic)
+    ]
+
+
+def pretraining_examples(
+    tokenizer: PreTrainedTokenizerFast, rows: Sequence[dict[str, str]]
+) -> list[tuple[list[int], list[int]]]:
+    """Every row asked in emoji (answered in emoji), every other row asked the task (its topic).
+
+    Asking the task on only half the rows keeps the word habit from being so entrenched that a
+    short LoRA run cannot move it: measured on the demo's 17 steps, the tuned model's emoji-only
+    rate was 0.92 this way against 0.62 with the task asked on every row.
+    """
+    examples = []
+    for index, row in enumerate(rows):
+        if index % 2 == 0:
+            examples.append(encode_example(tokenizer, PROMPT_PREFIX + row["text"], row["topic"]))
+        examples.append(encode_example(tokenizer, EMOJI_PROMPT_PREFIX + row["text"], row["emoji"]))
+    return examples
 
 
 def load_rows(dataset_path: Path) -> list[dict[str, str]]:
@@ -157,17 +224,17 @@ def load_rows(dataset_path: Path) -> list[dict[str, str]]:
 
 
 def encode_example(
-    tokenizer: PreTrainedTokenizerFast, text: str, emoji: str
+    tokenizer: PreTrainedTokenizerFast, question: str, answer: str
 ) -> tuple[list[int], list[int]]:
     """Token ids and labels for one chat example; loss only on the answer.
 
-    The answer span is what trl's Gemma 3 training template marks as generation: the emoji plus
+    The answer span is what trl's Gemma 3 training template marks as generation: the answer plus
     `<end_of_turn>\\n`, so the model learns to stop.
     """
-    user = [{"role": "user", "content": PROMPT_PREFIX + text}]
+    user = [{"role": "user", "content": question}]
     prompt = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
     full = tokenizer.apply_chat_template(
-        [*user, {"role": "assistant", "content": emoji}], tokenize=False
+        [*user, {"role": "assistant", "content": answer}], tokenize=False
     )
     if not full.startswith(prompt):
         raise ValueError("chat template is not prefix-preserving")
@@ -336,6 +403,8 @@ def build_inputs(dataset_path: Path, seed: int, steps: int) -> dict[str, Any]:
     return {
         "builder_version": BUILDER_VERSION,
         "dataset_sha256": sha256_file(dataset_path),
+        "generator_sha256": sha256_file(SAMPLE_GENERATOR),
+        "rows_per_topic": ROWS_PER_TOPIC,
         "seed": seed,
         "steps": steps,
         "shape": asdict(ModelShape()),
@@ -378,10 +447,13 @@ def write_build_info(output_dir: Path, inputs: dict[str, Any], extra: dict[str, 
 
 
 def train_and_save(output_dir: Path, rows: list[dict[str, str]], seed: int, steps: int) -> float:
-    """Tokenizer → tiny model → brief full fine-tune → save_pretrained; returns the final loss."""
+    """Tokenizer → tiny model → brief full fine-tune → save_pretrained; returns the final loss.
+
+    `rows` are the pre-training rows (never the dataset's): see `pretraining_rows`.
+    """
     shape, settings = ModelShape(), TrainSettings()
     tokenizer = build_tokenizer(tokenizer_corpus(rows), vocab_size=shape.vocab_size)
-    examples = [encode_example(tokenizer, row["text"], row["emoji"]) for row in rows]
+    examples = pretraining_examples(tokenizer, rows)
     longest = max(len(ids) for ids, _ in examples)
     if longest > shape.max_position_embeddings:
         raise ValueError(f"an example has {longest} tokens > {shape.max_position_embeddings}")
@@ -416,8 +488,9 @@ def build_tiny_model(
 
     The saved folder looks like a hub checkpoint (config.json, generation_config.json,
     model.safetensors, tokenizer.json, tokenizer_config.json, chat_template.jinja) and answers
-    "Translate to emoji: …" mostly in emoji. Idempotent: a folder whose BUILD_INFO.json matches
-    the inputs (dataset sha256, seed, steps, builder version, shapes) is returned untouched.
+    "Translate to emoji: …" with a topic word and "Say it with emoji: …" in emoji; no text of
+    `dataset_path` is trained on. Idempotent: a folder whose BUILD_INFO.json matches the inputs
+    (dataset and generator sha256, seed, steps, builder version, shapes) is returned untouched.
     """
     output_dir, dataset_path = Path(output_dir), Path(dataset_path)
     inputs = build_inputs(dataset_path, seed, pretrain_steps)
@@ -425,7 +498,9 @@ def build_tiny_model(
         return output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / BUILD_INFO).unlink(missing_ok=True)  # mark incomplete while we write
-    loss = train_and_save(output_dir, load_rows(dataset_path), seed, pretrain_steps)
+    avoid = [row["text"] for row in load_rows(dataset_path)]
+    rows = pretraining_rows(avoid, seed, ROWS_PER_TOPIC)
+    loss = train_and_save(output_dir, rows, seed, pretrain_steps)
     # Only deterministic facts go in, so two builds of the same inputs are byte-identical.
     write_build_info(output_dir, inputs, {"final_loss": round(loss, 4)})
     return output_dir
@@ -435,7 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: `python -m demo.tiny_model --out DIR --data FILE [--seed N] [--steps N]`."""
     parser = argparse.ArgumentParser(prog="python -m demo.tiny_model", description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--data", type=Path, required=True, help="Text2Emoji-shaped .jsonl")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="the Text2Emoji-shaped .jsonl to never train on"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="pre-training steps")
     args = parser.parse_args(argv)

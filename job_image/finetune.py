@@ -19,12 +19,16 @@ only through:
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 import os
 import shutil
 import sys
 import tempfile
 import traceback
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +36,7 @@ sys.dont_write_bytecode = True  # keep job_image/ byte-identical: its content ha
 # Sibling modules: Python puts the script's own directory on sys.path.
 import checkpoints  # noqa: E402
 import model_folder  # noqa: E402
-from config import InputError, JobConfig, parse_config  # noqa: E402
+from config import CONFIG_FLAG, InputError, JobConfig, build_parser, parse_config  # noqa: E402
 from joblog import log, progress, utc_now  # noqa: E402
 from modeling import (  # noqa: E402
     BaseModel,
@@ -172,8 +176,23 @@ def build_candidate(
     return metrics
 
 
+# Notices nobody running this job can act on, silenced where they are raised (message-exact,
+# so any other warning from the same place still shows):
+# - bitsandbytes, on import on a CPU with AVX512-BF16: an optional hub kernel (`pip install
+#   kernels`, downloaded at run time) would speed up CPU QLoRA; the built-in kernel is used.
+BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
+BNB_KERNELS_NOTICE = "Failed to load CPU gemm_4bit_forward from kernels-community"
+# - transformers 5.2x, when trl/peft ask the model `is_gradient_checkpointing` during training.
+DEPRECATIONS = (r"`is_gradient_checkpointing` is deprecated",)
+
+
 def quiet_libraries() -> None:
     """Keep stdout readable for humans and the PROGRESS parser: no progress bars or advisories."""
+    logging.getLogger(BNB_CPU_LOGGER).addFilter(
+        lambda record: not str(record.msg).startswith(BNB_KERNELS_NOTICE)
+    )
+    for message in DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     import datasets
@@ -184,10 +203,33 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_warning()
 
 
+def read_config(argv: Sequence[str]) -> JobConfig:
+    """`parse_config`, with the flags checked first so a typo is one `error:` line (exit 2).
+
+    trl's parser answers an unknown flag with a ValueError listing the leftover arguments
+    (a traceback and exit 1 here); naming the flag, with the nearest real one, is the fix.
+    Flags must be spelt out: argparse's prefix matching would let a typo pick an option.
+    """
+    known = {flag for action in build_parser()._actions for flag in action.option_strings}
+    known.add(CONFIG_FLAG)
+    for arg in argv:
+        if arg == "--":
+            break
+        flag = arg.split("=", 1)[0]
+        if arg.startswith("--") and flag not in known:
+            nearest = difflib.get_close_matches(flag, sorted(known), n=1)
+            hint = f"; did you mean {nearest[0]}?" if nearest else ""
+            raise InputError(f"unknown option {flag}{hint} (see --help)")
+    try:
+        return parse_config(argv)
+    except ValueError as exc:  # what trl still leaves over, e.g. a stray positional argument
+        raise InputError(f"{exc} (see --help)") from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: map outcomes to exit codes (0 ok, 2 bad input, 1 failure)."""
     try:
-        return run(parse_config(sys.argv[1:] if argv is None else argv))
+        return run(read_config(sys.argv[1:] if argv is None else argv))
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2

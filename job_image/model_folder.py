@@ -23,6 +23,10 @@ from typing import Any
 
 MANIFEST_NAME = "MANIFEST.json"
 FORMAT_VERSION = 1
+# What this job writes, so stricter than what the pipeline's verifier accepts from any folder
+# (core/verification.py also takes sharded weights, and no generation config): the merge saves
+# one model.safetensors (publish.py, max_shard_size="1000GB") and a generation config whose eos
+# includes <end_of_turn>, without which servers would not stop at the end of an answer.
 REQUIRED_FILES = (
     "config.json",
     "generation_config.json",
@@ -57,9 +61,14 @@ def new_partial_dir(output_dir: Path) -> Path:
 def clear_leftovers(output_dir: Path, log: Callable[[str], None]) -> None:
     """Remove an incomplete output folder and partial siblings left by crashed attempts.
 
-    Safe because the orchestrator runs at most one job per lineage key at a time (it looks for
-    a running execution before starting another); without this, every killed attempt would
-    leave a model-sized folder behind in the store.
+    Without this, every killed attempt would leave a model-sized folder behind in the store.
+    What makes it safe: before starting a job the orchestrator checks for one already training
+    this lineage key — locally an atomic lock file per key (taken over only from a dead pid),
+    on gcp a look for a running execution started with the key, which two racing flow runs
+    could both pass. Should two jobs ever overlap, one can remove the other's work in
+    progress: that job then fails (exit 1), or, on a store without directory rename where
+    `publish` copies, it can seal a folder that lacks files — which the pipeline's
+    verification (size and sha256 of every manifest entry) refuses to serve.
     """
     leftovers = sorted(output_dir.parent.glob(f"{output_dir.name}{PARTIAL_MARK}*"))
     if output_dir.is_dir() and read_manifest_key(output_dir) is None:

@@ -2,10 +2,15 @@
 
 Every problem with the caller's data is an InputError raised before anything is written, so a
 bad dataset fails the run at once with one line instead of after minutes of model loading.
+A local JSON-lines file is checked line by line first (`malformed_row`, pure, so a caller can
+run the same check before starting the job): a broken row is named by its 1-based line number
+instead of being dropped silently or reported by the parser as a 0-based row.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,9 @@ from config import InputArguments, InputError
 PROMPT_PREFIX = "Translate to emoji: "
 REQUIRED_COLUMNS = ("text", "emoji")
 LOCAL_SUFFIXES = (".jsonl", ".json", ".csv")
+JSON_LINES_SUFFIX = ".jsonl"
+JSON_TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+                   int: "a number", float: "a number", type(None): "null"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,34 @@ def to_messages(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def malformed_row(lines: Iterable[str]) -> tuple[int, str] | None:
+    """(1-based line number, what is wrong) of the first line that is not a Text2Emoji row.
+
+    A row is one JSON object whose `text` and `emoji` are strings (empty strings are well
+    formed; `load_splits` skips such rows as unusable). Blank lines are allowed, as JSON-lines
+    readers skip them. None when every line is a row.
+    """
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            return number, f"is not valid JSON ({exc.msg} at column {exc.colno})"
+        if not isinstance(row, dict):
+            return number, f"is {_json_type(row)}, not an object with text and emoji"
+        for column in REQUIRED_COLUMNS:
+            if column not in row:
+                return number, f"has no {column!r} field"
+            if not isinstance(row[column], str):
+                return number, f"has {column!r} as {_json_type(row[column])}, not a string"
+    return None
+
+
+def _json_type(value: object) -> str:
+    return JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
 def read_dataset(inputs: InputArguments) -> tuple[Any, str]:
     """(raw rows, exact revision): a local .jsonl/.csv file, or a hub dataset at a revision."""
     path = Path(inputs.dataset).expanduser()
@@ -77,8 +113,16 @@ def _read_local(path: Path) -> Any:
 
     if not path.is_file():
         raise InputError(f"dataset file {path} does not exist; pass a .jsonl/.csv path")
-    if not path.read_text(encoding="utf-8", errors="replace").strip():
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
         raise InputError(f"dataset file {path} is empty; it needs rows with text and emoji")
+    problem = malformed_row(text.splitlines()) if path.suffix.lower() == JSON_LINES_SUFFIX else None
+    if problem is not None:
+        line, what = problem
+        raise InputError(
+            f"dataset file {path} line {line} {what}; each line must be a JSON object with "
+            'string "text" and "emoji" fields (fix or remove that line)'
+        )
     builder = "csv" if path.suffix.lower() == ".csv" else "json"
     try:
         return load_dataset(builder, data_files=str(path), split="train")

@@ -1,4 +1,9 @@
-"""Progress of long steps in the Prefect UI: a progress artifact plus a log line per 10 %."""
+"""Progress of long steps in the Prefect UI: a progress artifact plus a log line per 10 %.
+
+One bar per step that never goes backwards: the training job reports its whole run, weighted
+by phase (job_image/joblog.py), and the reporter never lowers what it has shown — a report
+that would (a restarted phase, an older job image's per-phase counts) leaves the bar as it is.
+"""
 
 from __future__ import annotations
 
@@ -27,15 +32,18 @@ class ProgressReporter:
         )
         self._last_update = time.monotonic()
         self._last_logged_percent = -LOG_EVERY_PERCENT
+        self._shown = 0.0
 
     def __call__(self, progress: Progress) -> None:
         percent = 100.0 * progress.done / progress.total if progress.total > 0 else 0.0
-        percent = max(0.0, min(100.0, percent))
+        percent, previous = max(self._shown, min(100.0, percent)), self._shown
+        self._shown = percent
+        finished = percent >= 100.0 > previous  # always shown, once
         now = time.monotonic()
-        if now - self._last_update >= MIN_UPDATE_INTERVAL_S or percent >= 100.0:
+        if now - self._last_update >= MIN_UPDATE_INTERVAL_S or finished:
             update_progress_artifact(self._artifact, percent)
             self._last_update = now
-        if percent - self._last_logged_percent >= LOG_EVERY_PERCENT or percent >= 100.0:
+        if percent - self._last_logged_percent >= LOG_EVERY_PERCENT or finished:
             self._last_logged_percent = percent
             self.logger.info(
                 "%s: %3.0f%% (%g/%g) %s",

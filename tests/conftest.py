@@ -38,10 +38,33 @@ def sample_dataset_path() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny Gemma 3 chat model, pre-trained briefly on the sample, built once per session."""
+    """A tiny *untuned* Gemma 3 chat model (answers the task in words), built once per session."""
     from demo.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model", SAMPLE_DATASET)
+
+
+@pytest.fixture(scope="session")
+def tuned_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny base really fine-tuned by the training job, so it answers in emoji.
+
+    For tests whose training step is a fake (the gcp world publishes this folder as the job's
+    output, with its own manifest) but whose server must answer like a trained model.
+    """
+    import subprocess
+    import sys
+
+    output = tmp_path_factory.mktemp("tuned-model") / "model"
+    subprocess.run(
+        [sys.executable, str(REPO_ROOT / "job_image" / "finetune.py"),
+         "--model", str(tiny_model_dir), "--dataset", str(SAMPLE_DATASET),
+         "--output-dir", str(output), "--lineage-key", "tuned",
+         "--sample-size", "120", "--eval-size", "16", "--max-steps", "20",
+         "--learning-rate", "1e-3", "--method", "lora"],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    (output / "MANIFEST.json").unlink()  # the fakes write the manifest of their own run
+    return output
 
 
 import threading  # noqa: E402  (appended with the fixture that needs it)

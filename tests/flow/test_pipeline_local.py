@@ -38,7 +38,8 @@ def harness() -> Iterator[None]:
 def make_settings(
     store: Path, base_model: Path, dataset: Path, **overrides: object
 ) -> PipelineParameters:
-    training = {"max_steps": 6, "batch_size": 8, "grad_accum": 1, "learning_rate": 1e-3}
+    # 20 steps at the demo's rate: enough for the untuned tiny base to learn to answer in emoji.
+    training = {"max_steps": 20, "batch_size": 8, "grad_accum": 1, "learning_rate": 1e-3}
     training.update(overrides.pop("training", {}))  # type: ignore[arg-type]
     serving = {"startup_timeout_s": 120, **overrides.pop("serving", {})}  # type: ignore[dict-item]
     data = {"dataset": str(dataset), "sample_size": 96, "eval_size": 8}
@@ -49,8 +50,7 @@ def make_settings(
         data=data,
         training={**training, "max_length": 96},
         serving=serving,
-        local={"root": store},
-        quality={"max_loss_regression": 0.1},  # the tiny base already knows these rows
+        local={"root": store},  # the quality gate keeps its strict defaults
         **overrides,
     )
 
@@ -71,7 +71,9 @@ def test_first_run_trains_verifies_serves_and_reruns_from_cache(
 
     first = finetune_pipeline(settings)
 
-    assert emoji.emoji_count(first.answer) > 0
+    assert emoji.emoji_count(first.answer) > 0  # the tuned model's answer, not the base's
+    assert first.metrics["base_emoji_only_rate"] == 0  # the base answered in words
+    assert first.metrics["emoji_only_rate"] >= 0.5
     assert states(first)["train"] == "Completed"
     assert first.model_uri == (store / "models" / first.lineage_key).resolve().as_uri()
     assert manifest(store, first.lineage_key)["lineage_key"] == first.lineage_key

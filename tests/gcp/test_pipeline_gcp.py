@@ -43,12 +43,12 @@ def harness() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def served_model(
-    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    tuned_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Endpoint]:
-    """What the Cloud Run service would serve: the tiny model, as `emoji-gemma`, for real."""
+    """What the Cloud Run service would serve: the tuned tiny model, as `emoji-gemma`, for real."""
     store = LocalFolderStore(tmp_path_factory.mktemp("served"))
     LocalProvisioner(store).ensure(on_log=lambda _: None)
-    shutil.copytree(tiny_model_dir, store.path("models/tiny"))
+    shutil.copytree(tuned_model_dir, store.path("models/tiny"))
     server = LocalModelServer(store, engine="transformers", host="127.0.0.1", port=0)
     endpoint = server.deploy("models/tiny", "emoji-gemma", 180)
     yield endpoint
@@ -59,7 +59,7 @@ def served_model(
 def world(
     gcs_emulator: str,
     served_model: Endpoint,
-    tiny_model_dir: Path,
+    tuned_model_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[FakeGoogleCloud]:
     monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
@@ -68,7 +68,7 @@ def world(
         monkeypatch.setenv("PIPELINE_GCP__API_ENDPOINTS", json.dumps({"*": cloud.url}))
         cloud.fake.service_url = served_model.base_url
         cloud.fake.url_for_tag = lambda tag: served_model.base_url
-        cloud.fake.on_execution = lambda args: cloud.publish_model(tiny_model_dir, args)
+        cloud.fake.on_execution = lambda args: cloud.publish_model(tuned_model_dir, args)
         yield cloud
 
 

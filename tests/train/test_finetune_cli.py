@@ -110,6 +110,8 @@ def lora_run(
         *SMALL,
         "--max-steps",
         "20",
+        "--learning-rate",
+        "1e-3",  # the demo's rate: 20 LoRA steps at the default 2e-4 barely move a tiny model
         "--method",
         "lora",
         "--lineage-json",
@@ -174,8 +176,10 @@ def test_metrics_cover_base_and_tuned_model_and_match_metrics_json(
         assert 0 <= metrics[f"{prefix}eval_loss"] < 5
         assert 0 <= metrics[f"{prefix}exact_match"] <= metrics[f"{prefix}emoji_f1"] <= 1
         assert metrics[f"{prefix}exact_match"] <= metrics[f"{prefix}emoji_only_rate"] <= 1
-    # The tiny base is pre-trained to answer in emoji; 20 LoRA steps must not break that.
-    assert metrics["emoji_only_rate"] >= 0.5, metrics
+    # The untuned tiny base answers in words; 20 LoRA steps teach it to answer in emoji.
+    assert metrics["base_emoji_only_rate"] == 0 and metrics["base_emoji_f1"] == 0, metrics
+    assert metrics["emoji_only_rate"] >= 0.5 and metrics["emoji_f1"] > 0, metrics
+    assert metrics["eval_loss"] < metrics["base_eval_loss"], metrics
 
 
 def test_merged_weights_have_no_lora_tensors(lora_run: tuple[Run, Path]) -> None:
@@ -200,6 +204,10 @@ def test_progress_lines_are_json_and_cover_every_phase(lora_run: tuple[Run, Path
     events = run.progress()
     assert {e["phase"] for e in events} == PHASES
     assert all(isinstance(e["step"], int) and isinstance(e["total"], int) for e in events)
+    # One bar for the whole job: never backwards, never near done while loading, 1.0 at the end.
+    overall = [e["overall"] for e in events]
+    assert overall == sorted(overall) and overall[-1] == 1.0 and overall.count(1.0) == 1
+    assert all(e["overall"] < 0.1 for e in events if e["phase"] == "load")
     train = [e for e in events if e["phase"] == "train"]
     assert [e["step"] for e in train] == [5, 10, 15, 20]
     assert all(e["total"] == 20 and isinstance(e["loss"], float) for e in train)
@@ -376,6 +384,9 @@ def test_killed_run_resumes_from_last_complete_checkpoint_with_identical_weights
     assert sha256_file(output_dir / "model.safetensors") == sha256_file(straight)
 
 
+GOOD_ROW = '{"text": "a pizza", "emoji": "🍕"}\n'
+
+
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
@@ -385,7 +396,7 @@ BAD_INPUTS = {
     "missing column": (
         "data",
         lambda d, m: _write(d / "x.jsonl", '{"text": "a", "emo": "b"}\n'),
-        "column",
+        "x.jsonl line 1 has no 'emoji' field",
     ),
     "empty data": ("data", lambda d, m: _write(d / "x.jsonl", ""), "empty"),
     "sample larger than data": ("args", ["--sample-size", "100000"], "exceeds"),
@@ -399,6 +410,22 @@ BAD_INPUTS = {
         "config",
         lambda d, m: _write(d / "job.yaml", "lora_rank: 8\n"),
         "unknown option",
+    ),
+    "unknown flag": (
+        "args",
+        ["--lora-rank", "8"],
+        "unknown option --lora-rank; did you mean --lora-r?",
+    ),
+    "stray argument": ("args", ["eight"], "['eight']"),
+    "row that is not json": (
+        "data",
+        lambda d, m: _write(d / "x.jsonl", GOOD_ROW + '{"text": "b", "emoji": \n' + GOOD_ROW),
+        "x.jsonl line 2 is not valid JSON",
+    ),
+    "row with a wrong type": (
+        "data",
+        lambda d, m: _write(d / "x.jsonl", GOOD_ROW * 2 + '{"text": "c", "emoji": ["🍕"]}\n'),
+        "x.jsonl line 3 has 'emoji' as an array, not a string",
     ),
 }
 
@@ -437,8 +464,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     )
     run = run_script(args, cwd=tmp_path)
     assert run.returncode == 2, run.stderr[-4000:]
-    assert len(run.error_lines()) == 1, run.stderr
-    assert run.stderr.rstrip().splitlines()[-1] == run.error_lines()[0]
+    assert run.stderr.strip().splitlines() == run.error_lines(), run.stderr  # no traceback
+    assert len(run.error_lines()) == 1 and not run.error_lines()[0].startswith("error: error")
     assert expected.lower() in run.error_lines()[0].lower()
     assert not (tmp_path / "store").exists()
     assert 'PROGRESS {"phase": "train"' not in run.stdout

@@ -1,8 +1,10 @@
 """Tests of `demo.tiny_model`: the offline stand-in for gemma-3-1b-it that other tests train on.
 
 Why they matter: every training/serving test trusts this checkpoint to look like the real one
-(Gemma 3 chat format, single-token turn markers, exact emoji round-trips, eos on <end_of_turn>)
-and to be reproducible, so a cached build can be reused and results do not drift between runs.
+(Gemma 3 chat format, single-token turn markers, exact emoji round-trips, eos on <end_of_turn>),
+to be *untuned* (it answers the task in words, so fine-tuning has something to show) without
+ever having seen the dataset, and to be reproducible, so a cached build can be reused and
+results do not drift between runs.
 """
 
 from __future__ import annotations
@@ -18,16 +20,20 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from demo.tiny_model import (
     BUILD_INFO,
+    EMOJI_PROMPT_PREFIX,
+    PROMPT_PREFIX,
+    ROWS_PER_TOPIC,
     build_tiny_model,
     build_tokenizer,
     gemma3_chat_template,
     load_rows,
+    pretraining_rows,
     tokenizer_corpus,
 )
 
-SMOKE_PROMPT = (
-    "Translate to emoji: I ate a banana for breakfast, later I'm thinking of having soup!"
-)
+SMOKE_TEXT = "I ate a banana for breakfast, later I'm thinking of having soup!"
+TOPICS = {"food", "travel", "sports", "weather", "music", "work", "animals", "feelings",
+          "holidays", "tech"}  # fmt: skip
 SAVED_FILES = {
     "config.json",
     "generation_config.json",
@@ -99,19 +105,36 @@ def test_saved_folder_is_a_complete_checkpoint(tiny_model_dir: Path) -> None:
     assert generation["pad_token_id"] == 0
 
 
-def test_banana_prompt_is_answered_in_emoji(
-    tiny_model_dir: Path, tokenizer: PreTrainedTokenizerBase
-) -> None:
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+def _answer(model_dir: Path, tokenizer: PreTrainedTokenizerBase, question: str) -> str:
+    """Greedy answer, which must end at <end_of_turn> like a chat model's."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
     inputs = tokenizer.apply_chat_template(
-        [{"role": "user", "content": SMOKE_PROMPT}], add_generation_prompt=True, return_tensors="pt"
+        [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt"
     )
     with torch.no_grad():
         output = model.generate(**inputs, max_new_tokens=24, do_sample=False)
     new = output[0, inputs["input_ids"].shape[1] :].tolist()
     answer = tokenizer.decode(new, skip_special_tokens=True)
-    assert emoji.emoji_count(answer) > 0, answer
     assert new[-1] == tokenizer.convert_tokens_to_ids("<end_of_turn>"), answer
+    return answer
+
+
+def test_untuned_base_answers_the_task_in_words_but_knows_emoji(
+    tiny_model_dir: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    in_words = _answer(tiny_model_dir, tokenizer, PROMPT_PREFIX + SMOKE_TEXT)
+    assert in_words in TOPICS and emoji.emoji_count(in_words) == 0, in_words
+    in_emoji = _answer(tiny_model_dir, tokenizer, EMOJI_PROMPT_PREFIX + SMOKE_TEXT)
+    assert emoji.emoji_count(in_emoji) > 0, in_emoji
+
+
+def test_base_is_never_trained_on_a_dataset_row(sample_dataset_path: Path) -> None:
+    dataset = [row["text"] for row in load_rows(sample_dataset_path)]
+    rows = pretraining_rows(dataset, seed=0, per_topic=ROWS_PER_TOPIC)
+    texts = {row["text"] for row in rows}
+    assert len(texts) == len(rows) == ROWS_PER_TOPIC * len(TOPICS)
+    assert {row["topic"] for row in rows} == TOPICS
+    assert not texts & {*dataset, SMOKE_TEXT}  # whatever a run holds out, the base never saw it
 
 
 def test_second_build_is_a_no_op(tiny_model_dir: Path, sample_dataset_path: Path) -> None:

@@ -17,8 +17,10 @@ from tasks.backends.local.processes import (
 
 
 def test_progress_lines_parse_and_other_lines_do_not() -> None:
-    progress = parse_progress('PROGRESS {"phase": "train", "step": 3, "total": 12, "loss": 0.5}')
-    assert progress == Progress(done=3.0, total=12.0, message="phase=train loss=0.5")
+    line = 'PROGRESS {"phase": "train", "step": 3, "total": 12, "overall": 0.2125, "loss": 0.5}'
+    assert parse_progress(line) == Progress(done=21.25, total=100.0, message="train 3/12 loss=0.5")
+    older = parse_progress('PROGRESS {"phase": "train", "step": 3, "total": 12, "loss": 0.5}')
+    assert older == Progress(done=3.0, total=12.0, message="train 3/12 loss=0.5")
     assert parse_progress("PROGRESS not json") is None
     assert parse_progress('PROGRESS {"step": 1}') is None
     assert parse_progress("step 3 of 12") is None

@@ -69,7 +69,12 @@ class LocalJobRunner:
         last_lines = "\n".join(tail[-15:])
         if code == BAD_INPUT_EXIT_CODE:
             reason = next((line for line in reversed(tail) if line.startswith("error:")), None)
-            raise ConfigurationError(reason or f"training rejected its inputs:\n{last_lines}")
+            # The job's line already says `error: …`; the CLI adds its own prefix.
+            raise ConfigurationError(
+                reason.removeprefix("error:").strip()
+                if reason
+                else f"training rejected its inputs:\n{last_lines}"
+            )
         if code != 0:
             raise TrainingFailed(f"training exited with code {code}; last output:\n{last_lines}")
         if sealed_lineage_key(self.store, spec.output_prefix) != spec.lineage_key:
