@@ -46,12 +46,18 @@ class FakeGoogleCloud:
         self.url = ""
 
     def settings(self, **overrides: Any) -> GcpSettings:
-        return GcpSettings(
-            project=self.project,
-            api_endpoints={"*": self.url},
-            poll_interval_s=0.05,
-            **overrides,
-        )
+        """Every API at the fake; waits and backoffs short (the fake answers at once)."""
+        fast = {
+            "poll_interval_s": 0.05,
+            "api_retry_first_delay_s": 0.05,
+            "api_retry_deadline_s": 20.0,
+            "service_enable_propagation_s": 20.0,
+            "listing_settle_s": 1.0,
+        }
+        return GcpSettings(project=self.project, api_endpoints={"*": self.url}, **fast | overrides)
+
+    def executions(self) -> list[str]:
+        return [name for name in self.fake.state.resources if "/executions/" in name]
 
     @property
     def names(self) -> GcpNames:
