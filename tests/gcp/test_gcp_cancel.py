@@ -30,7 +30,15 @@ DEPLOYMENT = "emoji-finetune/cancel-test"
 RUN_JOB = "run.projects.locations.jobs.run"
 CANCEL = "run.projects.locations.jobs.executions.cancel"
 WAIT_S = 240
-SERVE = "from flows.finetune import finetune_pipeline; finetune_pipeline.serve(name='cancel-test')"
+# Served by module path: a file-path entrypoint served from `python -c` loads the module under
+# a name that leaves the flow's typed `settings` parameter unresolved.
+SERVE = """
+from prefect import serve
+from flows.finetune import finetune_pipeline
+deployment = finetune_pipeline.to_deployment(name="cancel-test")
+deployment.entrypoint = "flows.finetune:finetune_pipeline"
+serve(deployment)
+"""
 
 
 def wait_for(what: str, check: object, log: Path) -> object:
