@@ -216,8 +216,9 @@ class ModelServer(Protocol):
         """Make the candidate the live server and retire the previous one."""
         ...
 
-    def discard(self, endpoint: Endpoint) -> None:
-        """Stop a candidate that failed its checks; the previous one keeps serving."""
+    def discard(self, endpoint: Endpoint) -> str:
+        """Stop a candidate that failed its checks; the previous one keeps serving. Returns
+        one line saying what is left serving, for the run log."""
         ...
 
     def release(self, endpoint: Endpoint) -> None:

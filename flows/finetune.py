@@ -70,7 +70,7 @@ def finetune_pipeline(settings: PipelineParameters = NOTHING_SET) -> PipelineRes
             smoke_test, server, endpoint, prompt, serving.max_tokens, serving.smoke_timeout_s
         )
     except BaseException:
-        server.discard(endpoint)
+        get_run_logger().warning("smoke test failed: %s", server.discard(endpoint))
         raise
 
     # 7. Traffic moves to the new model, or the server stops at the end of the run.

@@ -21,15 +21,18 @@ from core.contracts import (
     DeadlineExceeded,
     DeployFailed,
     Endpoint,
+    Progress,
     TrainJobSpec,
 )
 from core.lineage import model_prefix
 from tasks.backends.gcp.backend import build_gcp_backend
 from tasks.backends.gcp.config import GcpSettings
+from tasks.backends.gcp.errors import QuotaExceeded
 from tasks.backends.gcp.image import source_tarball
 from tasks.backends.gcp.specs import candidate_tag
 from tests.conftest import REPO_ROOT
 from tests.fakes.gcp_world import FakeGoogleCloud, fake_google_cloud
+from tests.fakes.google_apis import REVISION_FAILURE
 
 TOKEN = "hf_contractSecret42"
 JOB_IMAGE = REPO_ROOT / "job_image"
@@ -118,7 +121,8 @@ def test_a_running_execution_for_the_same_model_is_joined_not_duplicated(
     runner = backend.runner
     runner.ensure_job(image, quiet)  # type: ignore[attr-defined]
     spec = job_spec(KEY, sample_dataset_path, deadline_s=30)
-    execution = runner.start([*spec.args, "--output-dir", f"/mnt/store/{spec.output_prefix}"], 600)  # type: ignore[attr-defined]
+    args = [*spec.args, "--output-dir", f"/mnt/store/{spec.output_prefix}"]
+    execution = runner.start(args, 600, quiet)  # type: ignore[attr-defined]
     logs: list[str] = []
 
     def finish_while_waiting(_: object) -> None:  # the other run's execution completes
@@ -196,8 +200,9 @@ def test_service_runs_vllm_privately_and_moves_traffic_only_on_promote(
 def test_a_discarded_candidate_leaves_traffic_where_it_was(world: FakeGoogleCloud) -> None:
     server = backend_for(world).server
     live = server.deploy("models/aaaaaaaaaaaaaaaa", "emoji-gemma", 300)
+    server.promote(live)
     candidate = server.deploy("models/cccccccccccccccc", "emoji-gemma", 300)
-    server.discard(candidate)
+    assert live.server_id in server.discard(candidate)
     traffic = world.fake.resource(world.names.service)["traffic"]
     assert [(t["revision"], t["percent"]) for t in traffic] == [(live.server_id, 100)]
 
@@ -207,6 +212,7 @@ def test_a_revision_that_fails_to_start_is_reported_and_never_serves(
 ) -> None:
     server = backend_for(world).server
     live = server.deploy("models/aaaaaaaaaaaaaaaa", "emoji-gemma", 300)
+    server.promote(live)
     world.fake.revisions_fail = True
     with pytest.raises(DeployFailed, match=r"failed to start|not ready"):
         server.deploy("models/dddddddddddddddd", "emoji-gemma", 300)
@@ -214,12 +220,18 @@ def test_a_revision_that_fails_to_start_is_reported_and_never_serves(
     assert [(t["revision"], t["percent"]) for t in traffic] == [(live.server_id, 100)]
 
 
-def test_public_endpoint_only_when_explicitly_allowed(world: FakeGoogleCloud) -> None:
+def test_public_endpoint_only_when_explicitly_allowed_and_only_once_promoted(
+    world: FakeGoogleCloud,
+) -> None:
     server = backend_for(world, allow_unauthenticated=True).server
     endpoint: Endpoint = server.deploy("models/aaaaaaaaaaaaaaaa", "emoji-gemma", 300)
-    assert body(world, "run.projects.locations.services.create")["invokerIamDisabled"] is True
-    assert world.fake.calls("run.projects.locations.services.setIamPolicy") == []
+    assert not body(world, "run.projects.locations.services.create").get("invokerIamDisabled")
     assert server.request_headers(endpoint)["Authorization"].startswith("Bearer ")
+
+    server.promote(endpoint)
+
+    assert body(world, "run.projects.locations.services.patch")["invokerIamDisabled"] is True
+    assert world.fake.resource(world.names.service)["labels"]["promoted"] == "true"
 
 
 def test_image_is_built_once_per_content_and_pinned_by_digest(world: FakeGoogleCloud) -> None:
@@ -279,7 +291,7 @@ def test_bindings_keep_other_members_and_survive_a_concurrent_change(
     world.fake.state.policies[secret] = {"version": 1, "etag": "QndPbGQ=", "bindings": [other]}
     world.fake.inject("secretmanager.projects.secrets.setIamPolicy", 409, "concurrent", "ABORTED")
 
-    assert provisioner.ensure_secret_binding()  # type: ignore[attr-defined]
+    assert provisioner.ensure_secret_binding(quiet)  # type: ignore[attr-defined]
 
     members = world.fake.state.policies[secret]["bindings"][0]["members"]
     assert members == [
@@ -326,3 +338,83 @@ def test_teardown_deletes_the_service_and_on_request_job_images_and_models(
     assert world.objects("models/") == []
     assert backend.builder.find(backend.builder.image_for(JOB_IMAGE)) is None
     assert world.objects("inputs/"), "provisioned and staged things stay"
+
+
+def test_the_wait_covers_every_attempt_cloud_run_makes(
+    world: FakeGoogleCloud, sample_dataset_path: Path
+) -> None:
+    backend = backend_for(world, max_retries=2)
+    image = backend.builder.build(JOB_IMAGE, on_log=quiet)
+    world.fake.execution_mode = "hold"
+    spec = job_spec(KEY, sample_dataset_path, deadline_s=0.4)
+    seen: list[float] = []
+
+    def first_attempt_outlived(progress: Progress) -> None:  # a retried task is still running
+        seen.append(progress.total)
+        if progress.done > spec.deadline_s:
+            (execution,) = world.executions()
+            world.fake.finish_execution(execution, succeeded=True)
+
+    outcome = backend.runner.run(image, spec, quiet, first_attempt_outlived)
+
+    assert not outcome.reused and seen[0] == pytest.approx(3 * spec.deadline_s)
+    assert world.fake.calls("run.projects.locations.jobs.executions.cancel") == []
+    assert body(world, "run.projects.locations.jobs.run")["overrides"]["timeout"] == "1s"
+
+
+def test_a_failed_build_names_the_image_its_status_and_its_logs(world: FakeGoogleCloud) -> None:
+    builder = backend_for(world).builder
+    world.fake.builds_fail = True
+    world.fake.work_polls = 2
+    with pytest.raises(ConfigurationError) as raised:
+        builder.build(JOB_IMAGE, on_log=quiet)
+    message = str(raised.value)
+    (build,) = world.fake.state.builds.values()
+    assert builder.image_for(JOB_IMAGE).uri in message and "FAILURE" in message
+    assert build["logUrl"] in message and "non-zero status" in message
+    assert "HTTP None" not in message
+    assert len(world.fake.calls("cloudbuild.projects.builds.create")) == 1
+
+
+def test_quota_refused_at_execution_time_is_reported_as_quota(
+    world: FakeGoogleCloud, sample_dataset_path: Path
+) -> None:
+    backend = backend_for(world)
+    image = backend.builder.build(JOB_IMAGE, on_log=quiet)
+    world.fake.execution_mode = "quota"
+    with pytest.raises(QuotaExceeded) as raised:
+        backend.runner.run(image, job_spec(KEY, sample_dataset_path), quiet, quiet)
+    message = str(raised.value)
+    assert f"iam-admin/quotas?project={world.project}" in message and "L4" in message
+    assert len(world.executions()) == 1
+
+
+def test_a_first_revision_that_never_gets_ready_is_named_and_leaves_no_service(
+    world: FakeGoogleCloud,
+) -> None:
+    server = backend_for(world).server
+    world.fake.revisions_fail = True
+    with pytest.raises(DeployFailed) as raised:
+        server.deploy("models/aaaaaaaaaaaaaaaa", "emoji-gemma", 300)
+    message = str(raised.value)
+    assert "revision emoji-gemma-aaaaaaaa-" in message and REVISION_FAILURE in message
+    assert "logs: https://console.cloud.google.com/logs/viewer?revision=" in message
+    assert "deleted service" in message and world.names.service not in world.fake.state.resources
+    assert len(world.fake.calls("run.projects.locations.services.delete")) == 1
+
+
+def test_a_retry_is_announced_only_when_it_follows(world: FakeGoogleCloud) -> None:
+    provisioner = build_gcp_backend(world.settings(api_retry_deadline_s=0.5)).provisioner
+    logs: list[str] = []
+    world.fake.inject("serviceusage.services.batchEnable", 503, "unavailable", times=1)
+    provisioner.ensure_apis(logs.append)  # type: ignore[attr-defined]
+    assert [line for line in logs if "retrying in" in line] == [logs[0]]
+    assert len(world.fake.calls("serviceusage.services.batchEnable")) == 2
+
+    logs.clear()
+    world.fake.inject("iam.projects.serviceAccounts.create", 503, "unavailable", times=1000)
+    with pytest.raises(DeadlineExceeded, match="gave up after") as raised:
+        provisioner.ensure_account(logs.append)  # type: ignore[attr-defined]
+    attempts = len(world.fake.calls("iam.projects.serviceAccounts.create"))
+    assert len([line for line in logs if "retrying in" in line]) == attempts - 1
+    assert "retrying" not in str(raised.value)

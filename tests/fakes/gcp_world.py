@@ -45,13 +45,26 @@ class FakeGoogleCloud:
         self.project = project
         self.url = ""
 
+    def gcp_values(self, **overrides: Any) -> dict[str, Any]:
+        """The `gcp` settings a run against the fake uses, as a flow run would pass them:
+        waits and backoffs short (the fake answers at once), endpoints left to the
+        environment (`PIPELINE_GCP__API_ENDPOINTS`), as for any run."""
+        fast = {
+            "project": self.project,
+            "poll_interval_s": 0.05,
+            "api_retry_first_delay_s": 0.05,
+            "api_retry_deadline_s": 20.0,
+            "service_enable_propagation_s": 20.0,
+            "listing_settle_s": 1.0,
+        }
+        return fast | overrides
+
     def settings(self, **overrides: Any) -> GcpSettings:
-        return GcpSettings(
-            project=self.project,
-            api_endpoints={"*": self.url},
-            poll_interval_s=0.05,
-            **overrides,
-        )
+        """Every API at the fake, for tests that build the backend directly."""
+        return GcpSettings(api_endpoints={"*": self.url}, **self.gcp_values(**overrides))
+
+    def executions(self) -> list[str]:
+        return [name for name in self.fake.state.resources if "/executions/" in name]
 
     @property
     def names(self) -> GcpNames:

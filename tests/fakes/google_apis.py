@@ -8,10 +8,25 @@ long-running operations, 403 SERVICE_DISABLED until an API is enabled, and bodie
 against Google's discovery documents. Storage requests are proxied to the real GCS emulator
 (fake-gcs-server), adding what it lacks: bucket location, uniform access and bucket IAM.
 
-Tests steer it: `inject` queues HTTP faults (429, 503, quota) for a method, `execution_mode`
-makes training executions succeed, fail or stay running, `on_execution` runs when one
-succeeds (it writes a model into the bucket), `url_for_tag` says where each tag's URL points.
-Every request is recorded (`requests`), so a test can assert that a rerun mutated nothing.
+Faults come the way Google produces them, on demand:
+
+- `inject(method, code, …)`: answer the next calls with an error in Google's JSON shape; with
+  `after=True` the call is *performed* first (the client still sees the error: a lost answer),
+  with `reset=True` the connection drops instead of answering.
+- `fail_first_mutation_of_each_api(...)`: one error on the first mutating call of every API.
+- `change_concurrently(method)`: another writer changes the resource (or its IAM policy) just
+  before the call, so the call's etag is stale and Google's own check answers 409 ABORTED.
+- `propagation_calls = N`: after `services:batchEnable`, each newly enabled API still answers
+  403 SERVICE_DISABLED (with Google's ErrorInfo) to its next N calls.
+- `listing_lag = N`: a new execution or build is missing from the next N listings.
+- `work_polls = N`: executions and builds keep running for N reads before they end.
+- `execution_mode` makes executions succeed, fail, fail for want of GPU quota, or stay running;
+  `builds_fail` makes a build fail (its operation ends with code 2 UNKNOWN, the build FAILURE);
+  `revisions_fail` makes a new revision fail its Ready condition.
+
+`on_execution` runs when an execution succeeds (it writes a model into the bucket) and
+`url_for_tag` says where each tag's URL points. Every request is recorded (`requests`), so a
+test can assert that a rerun mutated nothing.
 """
 
 from __future__ import annotations
@@ -49,7 +64,25 @@ STATUS_NAMES = {
     500: "INTERNAL",
     503: "UNAVAILABLE",
 }
-ExecutionMode = Literal["succeed", "fail", "hold"]
+ExecutionMode = Literal["succeed", "fail", "quota", "hold"]
+GPU_QUOTA_MESSAGE = (
+    "Task emoji-finetune-task0 could not be started: Quota exceeded for quota metric "
+    "'Total Nvidia L4 GPU allocation without zonal redundancy, per project per region' and "
+    "limit 'Total Nvidia L4 GPU allocation without zonal redundancy, per project per region "
+    "per project per region' of service 'run.googleapis.com'."
+)
+REVISION_FAILURE = (
+    "The user-provided container failed to start and listen on the port defined provided by "
+    "the PORT=8000 environment variable within the allocated timeout."
+)
+API_TITLES = {
+    "run.googleapis.com": "Cloud Run Admin API",
+    "secretmanager.googleapis.com": "Secret Manager API",
+    "artifactregistry.googleapis.com": "Artifact Registry API",
+    "cloudbuild.googleapis.com": "Cloud Build API",
+    "iam.googleapis.com": "Identity and Access Management (IAM) API",
+    "storage.googleapis.com": "Cloud Storage JSON API",
+}
 DELETED_TYPES = {
     "run.projects.locations.services.delete": "google.cloud.run.v2.Service",
     "run.projects.locations.jobs.delete": "google.cloud.run.v2.Job",
@@ -60,20 +93,47 @@ class ApiError(Exception):
     """An error response in Google's JSON shape."""
 
     def __init__(
-        self, code: int, message: str, status: str | None = None, reason: str = ""
+        self,
+        code: int,
+        message: str,
+        status: str | None = None,
+        reason: str = "",
+        metadata: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.status = status or STATUS_NAMES.get(code, "UNKNOWN")
         self.reason = reason
+        self.metadata = metadata or {}
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": str(self), "status": self.status}
         if self.reason:
-            error["details"] = [
-                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": self.reason}
-            ]
+            info = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": self.reason}
+            info |= {"domain": "googleapis.com", "metadata": self.metadata}
+            error["details"] = [info]
         return {"error": error}
+
+
+def service_disabled(service: str, project_number: str) -> ApiError:
+    """Google's 403 for a call to an API that is disabled (or whose enabling propagates)."""
+    title = API_TITLES.get(service, service)
+    url = f"https://console.developers.google.com/apis/api/{service}/overview?project={project_number}"
+    return ApiError(
+        403,
+        f"{title} has not been used in project {project_number} before or it is disabled. "
+        f"Enable it by visiting {url} then retry. If you enabled this API recently, wait a few "
+        "minutes for the action to propagate to our systems and retry.",
+        "PERMISSION_DENIED",
+        reason="SERVICE_DISABLED",
+        metadata={
+            "service": service,
+            "consumer": f"projects/{project_number}",
+            "activationUrl": url,
+            "serviceTitle": title,
+            "containerInfo": project_number,
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -94,6 +154,14 @@ class Fault:
     message: str
     status: str | None
     times: int
+    after: bool = False  # perform the call, then answer the error (the answer is lost)
+    reset: bool = False  # drop the connection instead of answering
+    reason: str = ""
+    error: ApiError | None = None  # a whole error to answer with
+
+
+class ConnectionReset(Exception):
+    """Raised inside the fake to drop the connection without an answer."""
 
 
 @dataclass
@@ -106,6 +174,7 @@ class State:
     policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
     buckets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    builds: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def now() -> str:
@@ -124,6 +193,16 @@ class GoogleApisFake:
         self.execution_mode: ExecutionMode = "succeed"
         self.on_execution: Callable[[list[str]], None] | None = None
         self.revisions_fail = False
+        self.builds_fail = False
+        self.propagation_calls = 0
+        self.listing_lag = 0
+        self._propagating: dict[str, int] = {}
+        self._hidden: dict[str, int] = {}
+        self._first_mutation: Fault | None = None
+        self._apis_failed: set[str] = set()
+        self._concurrent: dict[str, int] = {}
+        self.work_polls = 0
+        self._working: dict[str, int] = {}
         self.url_for_tag: Callable[[str], str] = lambda tag: "http://127.0.0.1:9"
         self.service_url = "http://127.0.0.1:9"
         self._ids = itertools.count(1)
@@ -139,9 +218,34 @@ class GoogleApisFake:
         message: str = "injected",
         status: str | None = None,
         times: int = 1,
+        *,
+        after: bool = False,
+        reset: bool = False,
+        reason: str = "",
     ) -> None:
-        """Answer the next `times` calls of `method_id` with this error."""
-        self.faults.append(Fault(method_id, code, message, status, times))
+        """Answer the next `times` calls of `method_id` with this error (after performing
+        them when `after`; by dropping the connection when `reset`)."""
+        self.faults.append(Fault(method_id, code, message, status, times, after, reset, reason))
+
+    def fail_first_mutation_of_each_api(
+        self,
+        code: int = 503,
+        message: str = "The service is currently unavailable.",
+        *,
+        after: bool = False,
+        reset: bool = False,
+    ) -> None:
+        """One error on the first mutating call of every API (storage included)."""
+        self._first_mutation = Fault("*", code, message, None, 1, after, reset)
+
+    def change_concurrently(self, method_id: str, times: int = 1) -> None:
+        """Another writer changes the target (its etag moves on) right before the next call."""
+        self._concurrent[method_id] = self._concurrent.get(method_id, 0) + times
+
+    def inject_service_disabled(self, method_id: str, service: str) -> None:
+        """One 403 SERVICE_DISABLED (Google's body) although the API reports enabled."""
+        error = service_disabled(service, self.project_number)
+        self.faults.append(Fault(method_id, 403, str(error), error.status, 1, error=error))
 
     def enable_all(self) -> None:
         self.state.enabled |= {*SERVICE_DISABLED_APIS.values(), "storage.googleapis.com"}
@@ -174,7 +278,11 @@ class GoogleApisFake:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                status, headers, payload = fake.handle(self.command, self.path, self.headers, raw)
+                answer = fake.handle(self.command, self.path, self.headers, raw)
+                if answer is None:  # a reset: no answer at all
+                    self.close_connection = True
+                    return
+                status, headers, payload = answer
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -196,7 +304,7 @@ class GoogleApisFake:
 
     def handle(
         self, method: str, target: str, headers: Any, raw: bytes
-    ) -> tuple[int, dict[str, str], bytes]:
+    ) -> tuple[int, dict[str, str], bytes] | None:
         url = urllib.parse.urlsplit(target)
         path, query = url.path, dict(urllib.parse.parse_qsl(url.query))
         if path.startswith(("/storage/", "/upload/", "/download/")):
@@ -214,36 +322,69 @@ class GoogleApisFake:
             try:
                 if route is None:
                     raise ApiError(404, f"no such method: {method} {path}")
-                self._fault(route.method_id)
                 self._require_enabled(route)
+                fault = self._fault(route.method_id, route.api if mutating else None)
+                if fault is not None and not fault.after:
+                    self._answer_fault(fault)
                 if route.request_schema and body is not None:
                     validate(route.api, route.request_schema, body)
+                self._concurrent_change(route.method_id, path.lstrip("/"))
                 result = self._dispatch(route, path.lstrip("/"), query, body or {})
+                if fault is not None:
+                    self._answer_fault(fault)  # performed, but the answer is lost
             except InvalidBody as error:
                 return self._json(400, ApiError(400, str(error)).body())
             except ApiError as error:
                 return self._json(error.code, error.body())
+            except ConnectionReset:
+                return None
         return self._json(200, result)
 
     @staticmethod
     def _json(code: int, payload: object) -> tuple[int, dict[str, str], bytes]:
         return code, {"Content-Type": "application/json"}, json.dumps(payload).encode()
 
-    def _fault(self, method_id: str) -> None:
+    def _fault(self, method_id: str, mutating_api: str | None) -> Fault | None:
+        """The fault this call gets, if any (the first mutation of an API, or a queued one)."""
+        first = self._first_mutation
+        if first is not None and mutating_api is not None and mutating_api not in self._apis_failed:
+            self._apis_failed.add(mutating_api)
+            return first
         for fault in self.faults:
             if fault.method_id == method_id and fault.times > 0:
                 fault.times -= 1
-                raise ApiError(fault.code, fault.message, fault.status)
+                return fault
+        return None
+
+    def _answer_fault(self, fault: Fault) -> None:
+        if fault.reset:
+            raise ConnectionReset
+        if fault.error is not None:
+            raise fault.error
+        raise ApiError(fault.code, fault.message, fault.status, fault.reason)
 
     def _require_enabled(self, route: Route) -> None:
-        service = SERVICE_DISABLED_APIS.get(route.api)
-        if service and service not in self.state.enabled:
-            raise ApiError(
-                403,
-                f"{service} has not been used in project {self.project_number} before or it "
-                "is disabled. Enable it by visiting the console, then retry.",
-                reason="SERVICE_DISABLED",
-            )
+        self._check_enabled(SERVICE_DISABLED_APIS.get(route.api))
+
+    def _check_enabled(self, service: str | None) -> None:
+        """403 SERVICE_DISABLED while disabled, and for a few calls after being enabled."""
+        if service is None:
+            return
+        if service not in self.state.enabled or self._propagating.get(service, 0) > 0:
+            if service in self._propagating:
+                self._propagating[service] -= 1
+            raise service_disabled(service, self.project_number)
+
+    def _concurrent_change(self, method_id: str, name: str) -> None:
+        """Play the other writer: move the etag of the resource (or policy) being written."""
+        if self._concurrent.get(method_id, 0) <= 0:
+            return
+        self._concurrent[method_id] -= 1
+        resource = name.split("/", 1)[1].partition(":")[0]
+        if resource in self.state.policies and method_id.endswith("setIamPolicy"):
+            self.state.policies[resource]["etag"] = self._etag()
+        elif resource in self.state.resources:
+            self.state.resources[resource]["etag"] = self._etag()
 
     # ------------------------------------------------------------------ dispatch
 
@@ -272,10 +413,18 @@ class GoogleApisFake:
             "cloudbuild.projects.builds.create": lambda: self._build(
                 query.get("parent", resource.rsplit("/", 1)[0]), body
             ),
+            "cloudbuild.projects.builds.get": lambda: self._get_build(resource.rsplit("/")[-1]),
+            "cloudbuild.projects.locations.builds.get": lambda: self._get_build(
+                resource.rsplit("/")[-1]
+            ),
+            "cloudbuild.projects.builds.list": lambda: self._list_builds(
+                resource.split("/")[1], query
+            ),
             "run.projects.locations.jobs.create": lambda: self._create_job(resource, query, body),
             "run.projects.locations.jobs.patch": lambda: self._update_job(resource, body),
             "run.projects.locations.jobs.run": lambda: self._run_job(resource, body),
             "run.projects.locations.jobs.executions.cancel": lambda: self._cancel(resource),
+            "run.projects.locations.jobs.executions.get": lambda: self._read_execution(resource),
             "run.projects.locations.services.create": lambda: self._write_service(
                 f"{resource}/{query['serviceId']}", body, creating=True
             ),
@@ -317,9 +466,17 @@ class GoogleApisFake:
         found = [
             r
             for n, r in self.state.resources.items()
-            if n.startswith(f"{collection}/") and n.count("/") == depth
+            if n.startswith(f"{collection}/") and n.count("/") == depth and self._listed(n)
         ]
         return {collection.rsplit("/", 1)[1]: found}
+
+    def _listed(self, name: str) -> bool:
+        """False while a new resource is still missing from listings (`listing_lag`)."""
+        left = self._hidden.get(name, 0)
+        if left > 0:
+            self._hidden[name] = left - 1
+            return False
+        return True
 
     def _delete(self, name: str, response_type: str) -> dict[str, Any]:
         deleted = self._get(name)
@@ -361,6 +518,9 @@ class GoogleApisFake:
     def _get_operation(self, name: str) -> dict[str, Any]:
         if name not in self.state.operations:
             raise ApiError(404, f"operation {name} not found")
+        for build_id, build in list(self.state.builds.items()):
+            if build.get("_operation") == name:
+                self._progress(f"build:{build_id}")
         return self.state.operations[name]
 
     # ------------------------------------------------------------------ service usage, IAM
@@ -371,6 +531,9 @@ class GoogleApisFake:
         return {"name": f"projects/{self.project_number}/services/{service}", "state": state}
 
     def _batch_enable(self, body: dict[str, Any]) -> dict[str, Any]:
+        for service in set(body["serviceIds"]) - self.state.enabled:
+            if self.propagation_calls:
+                self._propagating[service] = self.propagation_calls
         self.state.enabled |= set(body["serviceIds"])
         return self._operation(
             "",
@@ -437,27 +600,93 @@ class GoogleApisFake:
     # ------------------------------------------------------------------ cloud build
 
     def _build(self, location: str, body: dict[str, Any]) -> dict[str, Any]:
-        build_id = f"build-{next(self._ids)}"
-        results = []
-        for image in body.get("images", []):
-            digest = "sha256:" + f"{next(self._ids):064x}"
-            results.append({"name": image, "digest": digest})
-            self._push_tag(image, digest)
+        """A build; it ends after `work_polls` reads of it (or of its operation): SUCCESS with
+        pushed images, or (`builds_fail`) FAILURE, whose operation then ends with code 2
+        UNKNOWN as Cloud Build's does."""
+        build_id = f"build-{next(self._ids):04d}"
         build = {
             **body,
             "id": build_id,
             "name": f"{location}/builds/{build_id}",
-            "status": "SUCCESS",
+            "projectId": location.split("/")[1],
+            "status": "WORKING",
             "logUrl": f"https://console.cloud.google.com/cloud-build/builds/{build_id}",
-            "results": {"images": results},
+            "createTime": now(),
         }
-        return self._operation(
+        self.state.builds[build_id] = build
+        self._hidden[f"build:{build_id}"] = self.listing_lag
+        operation = self._operation(
             location,
-            build,
+            None,
             "google.devtools.cloudbuild.v1.Build",
             metadata={"build": build},
             metadata_type="google.devtools.cloudbuild.v1.BuildOperationMetadata",
         )
+        build["_operation"] = operation["name"]
+        self._working[f"build:{build_id}"] = self.work_polls
+        self._progress(f"build:{build_id}")
+        return operation
+
+    def _finish_build(self, build_id: str) -> None:
+        build = self.state.builds[build_id]
+        operation = self.state.operations[build.pop("_operation")]
+        results = []
+        if not self.builds_fail:
+            for image in build.get("images", []):
+                digest = "sha256:" + f"{next(self._ids):064x}"
+                results.append({"name": image, "digest": digest})
+                self._push_tag(image, digest)
+        build["status"] = "FAILURE" if self.builds_fail else "SUCCESS"
+        build["results"] = {"images": results}
+        operation["done"] = True
+        operation["metadata"]["build"] = {**build}
+        if self.builds_fail:
+            build["statusDetail"] = "Build step failure: build step 0 failed"
+            build["failureInfo"] = {
+                "type": "USER_BUILD_STEP",
+                "detail": 'Step #0: build step 0 "gcr.io/cloud-builders/docker" failed: step '
+                "exited with non-zero status: 1",
+            }
+            operation["error"] = {
+                "code": 2,
+                "message": "Build failed; check build logs for details",
+            }
+        else:
+            operation["response"] = {
+                "@type": "type.googleapis.com/google.devtools.cloudbuild.v1.Build",
+                **build,
+            }
+
+    def _progress(self, key: str) -> None:
+        """One read of a running build or execution: it ends when its reads run out."""
+        if key not in self._working:
+            return
+        self._working[key] -= 1
+        if self._working[key] >= 0:
+            return
+        del self._working[key]
+        if key.startswith("build:"):
+            self._finish_build(key.removeprefix("build:"))
+        else:
+            self._complete(self.state.resources[key], self.execution_mode == "succeed")
+
+    def _get_build(self, build_id: str) -> dict[str, Any]:
+        if build_id not in self.state.builds:
+            raise ApiError(404, f"Build {build_id} not found")
+        self._progress(f"build:{build_id}")
+        return {k: v for k, v in self.state.builds[build_id].items() if not k.startswith("_")}
+
+    def _list_builds(self, project: str, query: dict[str, str]) -> dict[str, Any]:
+        """Newest first, filtered on `tags="…"` (the only filter the backend uses)."""
+        wanted = query.get("filter", "").removeprefix('tags="').removesuffix('"')
+        found = [
+            build
+            for build_id, build in reversed(self.state.builds.items())
+            if build["projectId"] == project
+            and (not wanted or wanted in build.get("tags", []))
+            and self._listed(f"build:{build_id}")
+        ]
+        return {"builds": found}
 
     def _push_tag(self, image: str, digest: str) -> None:
         """`<region>-docker.pkg.dev/<project>/<repo>/<package>:<tag>` → a tag resource."""
@@ -511,6 +740,10 @@ class GoogleApisFake:
             )
             if "args" in override:
                 container["args"] = override["args"]
+            if "env" in override:
+                names = {variable["name"] for variable in override["env"]}
+                kept = [v for v in container.get("env", []) if v["name"] not in names]
+                container["env"] = kept + override["env"]
         if "timeout" in overrides:
             task["timeout"] = overrides["timeout"]
         execution_id = f"{name.rsplit('/', 1)[1]}-{next(self._ids):05d}"
@@ -526,8 +759,10 @@ class GoogleApisFake:
             "etag": self._etag(),
         }
         self.state.resources[execution["name"]] = execution
+        self._hidden[execution["name"]] = self.listing_lag
         if self.execution_mode != "hold":
-            self._complete(execution, self.execution_mode == "succeed")
+            self._working[execution["name"]] = self.work_polls
+            self._progress(execution["name"])
         return self._operation(
             _location(name), None, "", execution, "google.cloud.run.v2.Execution"
         )
@@ -547,14 +782,22 @@ class GoogleApisFake:
                         "state": "CONDITION_SUCCEEDED" if succeeded else "CONDITION_FAILED",
                         "message": ""
                         if succeeded
+                        else GPU_QUOTA_MESSAGE
+                        if self.execution_mode == "quota"
                         else "Task failed: the container exited with code 1",
                     }
                 ],
             }
         )
 
+    def _read_execution(self, name: str) -> dict[str, Any]:
+        execution = self._get(name)
+        self._progress(name)
+        return execution
+
     def _cancel(self, name: str) -> dict[str, Any]:
         execution = self._get(name)
+        self._working.pop(name, None)
         execution.update({"runningCount": 0, "cancelledCount": 1, "completionTime": now()})
         return self._operation(
             _location(name),
@@ -597,13 +840,16 @@ class GoogleApisFake:
                     {
                         "type": "Ready",
                         "state": "CONDITION_SUCCEEDED" if ready else "CONDITION_FAILED",
-                        "message": "" if ready else "The user-provided container failed to start",
+                        "message": "" if ready else REVISION_FAILURE,
                     }
                 ],
             }
             if not ready:
                 error = ApiError(
-                    400, f"Revision '{revision}' is not ready and cannot serve traffic."
+                    400,
+                    f"Revision '{revision}' is not ready and cannot serve traffic. "
+                    + REVISION_FAILURE,
+                    "FAILED_PRECONDITION",
                 )
         service = {
             **body,
@@ -649,19 +895,20 @@ class GoogleApisFake:
 
     def _storage(
         self, method: str, target: str, path: str, headers: Any, raw: bytes
-    ) -> tuple[int, dict[str, str], bytes]:
+    ) -> tuple[int, dict[str, str], bytes] | None:
         """Bucket metadata and IAM here; objects in the real emulator."""
         parts = path.strip("/").split("/")
         with self._lock:
             self.requests.append(Recorded(method, path, f"storage:{method}", None, method != "GET"))
             try:
-                self._fault(f"storage:{method}")
-                if "storage.googleapis.com" not in self.state.enabled:
-                    raise ApiError(
-                        403, "storage.googleapis.com is disabled", reason="SERVICE_DISABLED"
-                    )
+                self._check_enabled("storage.googleapis.com")
+                fault = self._fault(f"storage:{method}", "storage" if method != "GET" else None)
+                if fault is not None:  # storage faults always answer before performing
+                    self._answer_fault(fault)
             except ApiError as error:
                 return self._json(error.code, error.body())
+            except ConnectionReset:
+                return None
             if parts[:3] == ["storage", "v1", "b"] and len(parts) == 5 and parts[4] == "iam":
                 return self._bucket_policy(parts[3], method, raw)
             if parts == ["storage", "v1", "b"] and method == "POST":

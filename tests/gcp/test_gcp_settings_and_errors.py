@@ -96,9 +96,10 @@ def test_the_cli_reports_a_bad_gcp_setting_in_one_line_and_exits_2() -> None:
             QuotaExceeded,
             "quotas?project=my-project-1",
         ),
-        (gexc.TooManyRequests("Rate limit exceeded"), TransientError, "retrying"),
+        (gexc.TooManyRequests("Rate limit exceeded"), TransientError, "HTTP 429"),
         (gexc.ServiceUnavailable("try again"), TransientError, "HTTP 503"),
-        (gexc.Aborted("concurrent change"), TransientError, "retrying"),
+        (gexc.Aborted("concurrent change"), TransientError, "changed concurrently"),
+        (gexc.Unknown("Build failed"), ConfigurationError, "failed with Unknown"),
         (
             gexc.Forbidden("run.googleapis.com has not been used in project 1"),
             PermissionMissing,
@@ -125,7 +126,7 @@ def test_google_errors_map_to_typed_errors_naming_project_region_and_fix(
     assert (
         "my-project-1" in message and "europe-west1" in message and "job emoji-finetune" in message
     )
-    assert fragment in message
+    assert fragment in message and "retrying" not in message, "the caller decides on retries"
 
 
 def test_only_transient_errors_are_retried_by_the_tasks() -> None:

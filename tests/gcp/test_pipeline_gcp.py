@@ -24,7 +24,7 @@ from prefect.testing.utilities import prefect_test_harness
 from core.contracts import Endpoint, SmokeTestFailed, TrainingFailed
 from flows.finetune import PipelineResult, finetune_pipeline
 from flows.parameters import PipelineParameters
-from tasks.backends.gcp.errors import QuotaExceeded
+from tasks.backends.gcp.errors import PermissionMissing, QuotaExceeded
 from tasks.backends.local.provision import LocalProvisioner
 from tasks.backends.local.server import LocalModelServer
 from tasks.backends.local.store import LocalFolderStore
@@ -73,7 +73,11 @@ def world(
 
 
 def make_settings(
-    world: FakeGoogleCloud, base_model: Path, dataset: Path, **training: Any
+    world: FakeGoogleCloud,
+    base_model: Path,
+    dataset: Path,
+    gcp: dict[str, Any] | None = None,
+    **training: Any,
 ) -> PipelineParameters:
     return PipelineParameters(
         backend="gcp",
@@ -81,7 +85,7 @@ def make_settings(
         data={"dataset": str(dataset), "sample_size": 96, "eval_size": 8},
         training={"max_steps": 6, "max_length": 96, "timeout_s": 600, **training},
         serving={"startup_timeout_s": 120},
-        gcp={"project": world.project, "poll_interval_s": 0.05},
+        gcp=world.gcp_values(**(gcp or {})),
     )
 
 
@@ -163,12 +167,13 @@ def test_a_failed_candidate_never_takes_traffic(
 ) -> None:
     live = finetune_pipeline(make_settings(world, tiny_model_dir, sample_dataset_path))
     serving = service_traffic(world)
+    patches = len(world.fake.calls("run.projects.locations.services.patch"))
 
     world.fake.execution_mode = "fail"
     with pytest.raises(TrainingFailed, match=r"logs: https://console\.cloud\.google\.com"):
         finetune_pipeline(make_settings(world, tiny_model_dir, sample_dataset_path, lora_r=8))
     assert service_traffic(world) == serving, "failed training: nothing deployed"
-    assert world.fake.calls("run.projects.locations.services.patch") == []
+    assert len(world.fake.calls("run.projects.locations.services.patch")) == patches
 
     world.fake.execution_mode = "succeed"
     world.fake.url_for_tag = lambda tag: no_emoji_server
@@ -197,3 +202,156 @@ def test_transient_errors_are_retried_and_quota_errors_are_not(
     message = str(raised.value)
     assert world.project in message and "europe-west1" in message and "quotas" in message
     assert len(world.fake.calls(RUN_JOB)) == 3, "a quota error is not retried"
+
+
+# --------------------------------------------------------------------------- Google's faults
+
+BUILD = "cloudbuild.projects.builds.create"
+SERVICE_PATCH = "run.projects.locations.services.patch"
+MUTATED_APIS = {"serviceusage.v1", "iam.v1", "secretmanager.v1", "artifactregistry.v1"}
+MUTATED_APIS |= {"cloudbuild.v1", "run.v2", "storage"}
+
+
+def creates(world: FakeGoogleCloud, method_id: str) -> int:
+    return len(world.fake.calls(method_id))
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [(503, "The service is currently unavailable."), (429, "Rate exceeded.")],
+)
+def test_one_transient_error_on_the_first_mutation_of_every_api_is_absorbed(
+    harness: None,
+    world: FakeGoogleCloud,
+    tiny_model_dir: Path,
+    sample_dataset_path: Path,
+    code: int,
+    message: str,
+) -> None:
+    world.fake.fail_first_mutation_of_each_api(code, message)
+
+    result = finetune_pipeline(make_settings(world, tiny_model_dir, sample_dataset_path))
+
+    assert world.fake._apis_failed == MUTATED_APIS, "every API answered one error"
+    assert states(result)["provision"] == "Completed"
+    assert len(world.fake.state.builds) == 1 and creates(world, BUILD) == 2
+    assert len(world.executions()) == 1 and creates(world, RUN_JOB) == 1
+    assert creates(world, "run.projects.locations.jobs.create") == 2
+    assert service_traffic(world) == [(result.endpoint.server_id, 100)]
+
+
+def test_a_start_whose_answer_is_lost_is_found_and_adopted_not_repeated(
+    harness: None, world: FakeGoogleCloud, tiny_model_dir: Path, sample_dataset_path: Path
+) -> None:
+    world.fake.listing_lag = 2  # the new build / execution is missing from two listings
+    world.fake.work_polls = 3  # and still running when the client tries again
+    world.fake.inject(BUILD, 503, "The service is currently unavailable.", after=True)
+    world.fake.inject(RUN_JOB, 503, "reset", after=True, reset=True)
+
+    result = finetune_pipeline(make_settings(world, tiny_model_dir, sample_dataset_path))
+
+    assert creates(world, BUILD) == 1 and len(world.fake.state.builds) == 1, "no second build"
+    assert creates(world, RUN_JOB) == 1 and len(world.executions()) == 1, "no second execution"
+    assert result.model_uri.endswith(result.lineage_key)
+    assert service_traffic(world) == [(result.endpoint.server_id, 100)]
+
+
+def test_a_lost_create_race_is_adopted_and_a_stale_etag_is_redone(
+    harness: None, world: FakeGoogleCloud, tiny_model_dir: Path, sample_dataset_path: Path
+) -> None:
+    created_meanwhile = (
+        "iam.projects.serviceAccounts.create",
+        "secretmanager.projects.secrets.create",
+        "artifactregistry.projects.locations.repositories.create",
+        "run.projects.locations.jobs.create",
+        "run.projects.locations.services.create",
+    )
+    for method in created_meanwhile:  # another run creates it between our get and our create
+        world.fake.inject(method, 409, "Resource already exists", "ALREADY_EXISTS", after=True)
+    world.fake.change_concurrently("secretmanager.projects.secrets.setIamPolicy")
+    world.fake.change_concurrently("run.projects.locations.services.setIamPolicy")
+
+    first = finetune_pipeline(make_settings(world, tiny_model_dir, sample_dataset_path))
+
+    assert all(creates(world, method) == 1 for method in created_meanwhile)
+    assert creates(world, "secretmanager.projects.secrets.setIamPolicy") == 2
+    assert service_traffic(world) == [(first.endpoint.server_id, 100)]
+
+    patches = creates(world, SERVICE_PATCH)
+    world.fake.change_concurrently("run.projects.locations.jobs.patch")
+    world.fake.change_concurrently(SERVICE_PATCH, times=2)  # the candidate, then the promotion
+    settings = make_settings(
+        world, tiny_model_dir, sample_dataset_path, gcp={"max_retries": 2}, lora_r=8
+    )
+    second = finetune_pipeline(settings)
+
+    assert creates(world, "run.projects.locations.jobs.patch") == 2, "redone on a fresh read"
+    assert world.fake.resource(world.names.job)["template"]["template"]["maxRetries"] == 2
+    assert creates(world, SERVICE_PATCH) == patches + 4
+    assert service_traffic(world) == [(second.endpoint.server_id, 100)]
+    assert len(world.executions()) == 2
+
+
+def test_apis_still_propagating_after_enabling_are_waited_for_and_others_fail_at_once(
+    harness: None, world: FakeGoogleCloud, tiny_model_dir: Path, sample_dataset_path: Path
+) -> None:
+    world.fake.propagation_calls = 2  # each API this run enables answers 403 twice more
+
+    finetune_pipeline(make_settings(world, tiny_model_dir, sample_dataset_path))
+
+    (enable,) = world.fake.calls("serviceusage.services.batchEnable")
+    assert "iamcredentials.googleapis.com" in enable.body["serviceIds"], "the smoke test needs it"
+    assert len(world.executions()) == 1
+
+    world.fake.inject_service_disabled(RUN_JOB, "run.googleapis.com")  # not enabled by this run
+    before = creates(world, RUN_JOB)
+    with pytest.raises(PermissionMissing, match="enable the API"):
+        finetune_pipeline(make_settings(world, tiny_model_dir, sample_dataset_path, lora_r=8))
+    assert creates(world, RUN_JOB) == before + 1, "a 403 for an API enabled long ago: no retry"
+    assert len(world.executions()) == 1
+
+
+def test_a_first_deploy_that_fails_its_smoke_test_leaves_nothing_reachable(
+    harness: None,
+    world: FakeGoogleCloud,
+    tiny_model_dir: Path,
+    sample_dataset_path: Path,
+    no_emoji_server: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    world.fake.url_for_tag = lambda tag: no_emoji_server
+    settings = make_settings(
+        world, tiny_model_dir, sample_dataset_path, gcp={"allow_unauthenticated": True}
+    )
+
+    with pytest.raises(SmokeTestFailed, match="no emoji"):
+        finetune_pipeline(settings)
+
+    assert world.names.service not in world.fake.state.resources, "the failed service is gone"
+    assert creates(world, "run.projects.locations.services.delete") == 1
+    created = world.fake.calls("run.projects.locations.services.create")[0].body
+    assert not created.get("invokerIamDisabled"), "never public before its smoke test passed"
+    assert "deleted service" in caplog.text, "the run log says what is left"
+
+
+def test_service_settings_apply_on_the_next_run_even_for_the_same_model(
+    harness: None, world: FakeGoogleCloud, tiny_model_dir: Path, sample_dataset_path: Path
+) -> None:
+    settings = make_settings(world, tiny_model_dir, sample_dataset_path)
+    first = finetune_pipeline(settings)
+    assert not world.fake.resource(world.names.service).get("invokerIamDisabled")
+
+    before = len(world.fake.requests)
+    public = make_settings(
+        world, tiny_model_dir, sample_dataset_path, gcp={"allow_unauthenticated": True}
+    )
+    second = finetune_pipeline(public)
+
+    assert second.endpoint.server_id == first.endpoint.server_id, "same model, same revision"
+    assert world.fake.resource(world.names.service)["invokerIamDisabled"] is True
+    patches = [r for r in world.fake.requests[before:] if r.method_id == SERVICE_PATCH]
+    assert len(patches) == 1 and creates(world, RUN_JOB) == 1
+    assert service_traffic(world) == [(first.endpoint.server_id, 100)]
+
+    finetune_pipeline(settings)
+    assert not world.fake.resource(world.names.service).get("invokerIamDisabled")

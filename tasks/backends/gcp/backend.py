@@ -17,6 +17,7 @@ one line before anything is created.
 from __future__ import annotations
 
 from core.contracts import Backend, ConfigurationError
+from tasks.backends.gcp.calls import GoogleCalls
 from tasks.backends.gcp.clients import GoogleClients
 from tasks.backends.gcp.config import GcpNames, GcpSettings
 from tasks.backends.gcp.image import CloudBuildImageBuilder
@@ -28,7 +29,7 @@ from tasks.backends.gcp.teardown import GcpTeardown
 
 
 def build_gcp_backend(settings: GcpSettings) -> Backend:
-    """Wire the five parts around one set of lazily built clients."""
+    """Wire the parts around one set of lazily built clients and one retry policy."""
     try:
         names = GcpNames.from_settings(settings)
     except ValueError as error:
@@ -36,13 +37,14 @@ def build_gcp_backend(settings: GcpSettings) -> Backend:
     clients = GoogleClients(
         names.project, settings.api_endpoints, invoker_account=names.service_account_email
     )
-    store = GcsStore(clients, names)
+    calls = GoogleCalls(names, settings)  # one retry policy, shared: it knows what was enabled
+    store = GcsStore(clients, names, calls)
     return Backend(
         name="gcp",
-        provisioner=GcpProvisioner(clients, names),
+        provisioner=GcpProvisioner(clients, names, calls),
         store=store,
-        builder=CloudBuildImageBuilder(clients, names, store),
-        runner=CloudRunJobRunner(clients, names, store, settings),
-        server=CloudRunModelServer(clients, names, store, settings),
-        teardown=GcpTeardown(clients, names),
+        builder=CloudBuildImageBuilder(clients, names, store, calls, settings),
+        runner=CloudRunJobRunner(clients, names, store, settings, calls),
+        server=CloudRunModelServer(clients, names, store, settings, calls),
+        teardown=GcpTeardown(clients, names, calls),
     )

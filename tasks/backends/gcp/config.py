@@ -37,6 +37,9 @@ L4_MIN_MEMORY_GIB = 16
 # The APIs each `ensure` step needs, enabled first (Service Usage).
 API_NAMES = ("run", "storage", "secretmanager", "artifactregistry", "cloudbuild", "iam")
 OVERRIDABLE_APIS = (*API_NAMES, "serviceusage")
+# Enabled too, though never called through a client of ours: minting an identity token for the
+# smoke test by impersonating the service account (user credentials) goes through it.
+ENABLED_APIS = (*API_NAMES, "iamcredentials")
 ALL_APIS = "*"
 # Marks a field that only the environment may set (PIPELINE_GCP__…): the flow's parameters and
 # the CLI leave it out, so no UI form, API call or event can redirect where credentials go.
@@ -142,6 +145,33 @@ class GcpSettings(BaseModel):
         gt=0,
         le=300,
         description="Seconds between status checks of builds, executions and revisions.",
+    )
+    api_retry_deadline_s: float = Field(
+        300.0,
+        gt=0,
+        le=3600,
+        description="How long one Google API call is retried on 429/5xx/dropped connections.",
+    )
+    api_retry_first_delay_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="First backoff delay of those retries (doubles each time, with jitter).",
+    )
+    service_enable_propagation_s: float = Field(
+        300.0,
+        ge=0,
+        le=1800,
+        description="How long 403 SERVICE_DISABLED is retried for an API this run just enabled.",
+    )
+    listing_settle_s: float = Field(
+        60.0,
+        ge=0,
+        le=600,
+        description=(
+            "How long to look for the execution or build a failed start may have created "
+            "before starting again (listings lag behind creates)."
+        ),
     )
 
     @field_validator(*NAME_RULES)

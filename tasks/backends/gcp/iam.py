@@ -1,8 +1,9 @@
 """IAM policy edits that never drop someone else's binding.
 
-A policy is read with its etag, changed, and written back with that etag; a concurrent writer
-makes the write fail (409, 412 or ABORTED) instead of being silently overwritten, and the edit
-is retried on a fresh read. Membership is checked first, so an existing grant costs one read.
+A policy is read with its etag, changed, and written back with that etag: a concurrent writer
+makes the write fail (409 ABORTED, or 412 on GCS) instead of being silently overwritten. The
+caller runs this through `GoogleCalls.call(..., converge=True)`, which redoes it from a fresh
+read. Membership is checked first, so an existing grant costs one read.
 """
 
 from __future__ import annotations
@@ -10,13 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from google.api_core import exceptions as gexc
 from google.iam.v1 import policy_pb2
-
-from core.contracts import TransientError
-
-POLICY_WRITE_ATTEMPTS = 5
-POLICY_CONFLICTS = (gexc.Conflict, gexc.Aborted, gexc.PreconditionFailed)
 
 P = TypeVar("P")
 
@@ -26,25 +21,18 @@ def add_member_with_etag(
     has_member: Callable[[P], bool],
     add_member: Callable[[P], None],
     write: Callable[[P], object],
-) -> bool:
-    """Read-modify-write of an IAM policy; True when this call changed it.
+) -> Callable[[], bool]:
+    """One read-modify-write of an IAM policy, as a call; it returns True when it changed it."""
 
-    The policy carries the etag it was read with, so a concurrent writer makes the write fail
-    (409/412/ABORTED) instead of silently dropping their binding; then read again and retry.
-    """
-    for _attempt in range(POLICY_WRITE_ATTEMPTS):
+    def edit() -> bool:
         policy = read()
         if has_member(policy):
             return False
         add_member(policy)
-        try:
-            write(policy)
-        except POLICY_CONFLICTS:
-            continue
+        write(policy)
         return True
-    raise TransientError(
-        f"IAM policy kept changing during {POLICY_WRITE_ATTEMPTS} read-modify-write attempts"
-    )
+
+    return edit
 
 
 def has_proto_member(policy: policy_pb2.Policy, role: str, member: str) -> bool:

@@ -4,14 +4,25 @@ Starting an execution is not idempotent, so before starting one the runner lists
 running executions and attaches to one already training the same lineage key (its arguments
 carry `--lineage-key`). Local files the job is given (a local base model or dataset) are staged
 into the bucket under `inputs/<content-hash>/` first: the job runs elsewhere and sees the
-bucket as `/mnt/store`. The wait has the spec's deadline; past it the execution is cancelled,
-so an abandoned GPU never keeps billing.
+bucket as `/mnt/store`.
+
+`jobs:run` is not idempotent either: it can start an execution while the client sees a 5xx or
+a reset. Each start carries a unique attempt id (an environment override, `PIPELINE_ATTEMPT_ID`,
+visible in the execution's template); before starting again the runner looks for it in the
+job's executions (for `gcp.listing_settle_s`: listings lag) and adopts what it finds.
+
+The spec's deadline bounds one *attempt* (the task timeout Cloud Run enforces); Cloud Run
+retries a failed task up to `gcp.max_retries` times, so the wait covers all `max_retries + 1`
+attempts. Past it — or when the run is interrupted (a cancelled Prefect flow run delivers
+SIGTERM, Ctrl-C a KeyboardInterrupt) — the execution is cancelled, so an abandoned GPU never
+keeps billing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,10 +40,11 @@ from core.contracts import (
     TrainJobSpec,
 )
 from core.hashing import sha256_file, sha256_tree, tree_files
+from tasks.backends.gcp.calls import GoogleCalls
 from tasks.backends.gcp.clients import GoogleClients
 from tasks.backends.gcp.config import GcpNames, GcpSettings
-from tasks.backends.gcp.errors import google_call
-from tasks.backends.gcp.specs import as_dict, covers, job_spec, run_overrides
+from tasks.backends.gcp.errors import is_quota_text, quota_exceeded
+from tasks.backends.gcp.specs import ATTEMPT_ENV, as_dict, covers, job_spec, run_overrides
 from tasks.backends.gcp.store import GcsStore
 from tasks.backends.sealed_models import reuse_sealed_model, sealed_lineage_key
 
@@ -40,6 +52,15 @@ INPUTS_PREFIX = "inputs"
 INPUT_HASH_CHARS = 16
 OPERATION_TIMEOUT_S = 300.0
 LINEAGE_FLAG = "--lineage-key"
+
+
+def execution_attempt(execution: run_v2.Execution) -> str | None:
+    """The attempt id a start gave its execution (an env override on the trainer)."""
+    for container in execution.template.containers:
+        for variable in container.env:
+            if variable.name == ATTEMPT_ENV:
+                return str(variable.value)
+    return None
 
 
 def execution_lineage_key(execution: run_v2.Execution) -> str | None:
@@ -55,12 +76,18 @@ class CloudRunJobRunner:
     """Trains on a Cloud Run job; one job, one execution per lineage key at a time."""
 
     def __init__(
-        self, clients: GoogleClients, names: GcpNames, store: GcsStore, settings: GcpSettings
+        self,
+        clients: GoogleClients,
+        names: GcpNames,
+        store: GcsStore,
+        settings: GcpSettings,
+        calls: GoogleCalls,
     ) -> None:
         self.clients = clients
         self.names = names
         self.store = store
         self.settings = settings
+        self.calls = calls
 
     def run(
         self,
@@ -88,11 +115,15 @@ class CloudRunJobRunner:
             on_log(f"another run finished {output_uri} meanwhile; nothing to train")
             return JobOutcome(spec.lineage_key, output_uri, "existing", 0.0, reused=True)
         else:
-            execution = self.start(args, spec.deadline_s)
-        finished = self.wait(execution, spec.deadline_s, on_log, on_progress)
+            execution = self.start(args, spec.deadline_s, on_log)
+        finished = self.wait(execution, self.wait_budget_s(spec), on_log, on_progress)
         duration = time.monotonic() - started
         if finished.succeeded_count < 1:
             reason = "; ".join(c.message for c in finished.conditions if c.message) or "no detail"
+            if is_quota_text(reason):  # the GPU was refused when the task was scheduled
+                raise quota_exceeded(
+                    self.names, f"training execution {finished.name} got no GPU", reason
+                )
             raise TrainingFailed(
                 f"training execution {finished.name} failed ({reason}); logs: {finished.log_uri}"
             )
@@ -137,47 +168,80 @@ class CloudRunJobRunner:
     # ------------------------------------------------------------------ job
 
     def ensure_job(self, image: ImageRef, on_log: LogCallback) -> None:
-        """Create the job, or update it when its template differs from what we want."""
+        """Create the job, or update it when its template differs from what we want.
+
+        Converging: a 409 (another run created it, or changed it since our read) re-reads
+        and decides again.
+        """
         desired = job_spec(self.settings, self.names, image.uri)
         jobs = self.clients.jobs
-        with google_call(self.names, "read", f"job {self.names.job_id}"):
+
+        def converge() -> str | None:
             try:
                 live = jobs.get_job(name=self.names.job)
             except gexc.NotFound:
                 live = None
-        action = "create" if live is None else "update"
-        if live is not None and covers(as_dict(live), as_dict(desired)):
-            return
-        with google_call(self.names, action, f"job {self.names.job_id}"):
+            if live is not None and covers(as_dict(live), as_dict(desired)):
+                return None
             if live is None:
                 operation = jobs.create_job(
                     parent=self.names.location, job=desired, job_id=self.names.job_id
                 )
             else:
-                desired.name = self.names.job
-                desired.etag = live.etag
-                operation = jobs.update_job(job=desired)
+                operation = jobs.update_job(
+                    job=run_v2.Job(desired, name=self.names.job, etag=live.etag)
+                )
             operation.result(timeout=OPERATION_TIMEOUT_S)
-        on_log(f"job {self.names.job_id}: {action}d for image {image.uri}")
+            return "created" if live is None else "updated"
+
+        done = self.calls.call(
+            "create or update", f"job {self.names.job_id}", converge, converge=True, on_log=on_log
+        )
+        if done is not None:
+            on_log(f"job {self.names.job_id}: {done} for image {image.uri}")
 
     def running_execution(self, lineage_key: str) -> str | None:
         """An unfinished execution of this job for `lineage_key`, if one exists."""
-        with google_call(self.names, "list", f"executions of {self.names.job_id}"):
+
+        def find() -> str | None:
             for execution in self.clients.executions.list_executions(parent=self.names.job):
                 if (
                     not execution.completion_time
                     and execution_lineage_key(execution) == lineage_key
                 ):
-                    return execution.name
-        return None
+                    return str(execution.name)
+            return None
 
-    def start(self, args: Sequence[str], deadline_s: float) -> str:
+        return self.calls.call("list", f"executions of {self.names.job_id}", find)
+
+    def start(self, args: Sequence[str], deadline_s: float, on_log: LogCallback) -> str:
+        """Start one execution, exactly once: a start whose answer was lost is found and
+        adopted (by its attempt id) instead of being started again."""
+        attempt = uuid.uuid4().hex
         request = run_v2.RunJobRequest(
-            name=self.names.job, overrides=run_overrides(args, deadline_s)
+            name=self.names.job, overrides=run_overrides(args, deadline_s, attempt)
         )
-        with google_call(self.names, "run", f"job {self.names.job_id}"):
-            operation = self.clients.jobs.run_job(request=request)
-            return str(operation.metadata.name)
+        return self.calls.call(
+            "run",
+            f"job {self.names.job_id}",
+            lambda: str(self.clients.jobs.run_job(request=request).metadata.name),
+            adopt=lambda: self._started_by(attempt),
+            on_log=on_log,
+        )
+
+    def _started_by(self, attempt: str) -> str | None:
+        def find() -> str | None:
+            executions = self.clients.executions.list_executions(parent=self.names.job)
+            return next((str(e.name) for e in executions if execution_attempt(e) == attempt), None)
+
+        return self.calls.poll(
+            f"executions of {self.names.job_id}", find, self.settings.listing_settle_s
+        )
+
+    def wait_budget_s(self, spec: TrainJobSpec) -> float:
+        """Every attempt Cloud Run may make: the task timeout bounds one, and it retries a
+        failed task `max_retries` times."""
+        return spec.deadline_s * (self.settings.max_retries + 1)
 
     def wait(
         self,
@@ -186,13 +250,33 @@ class CloudRunJobRunner:
         on_log: LogCallback,
         on_progress: ProgressCallback,
     ) -> run_v2.Execution:
-        """Poll until the execution completes; cancel it and fail past the deadline."""
+        """Poll until the execution completes; cancel it past the deadline or when the run is
+        interrupted (SIGTERM from a cancelled flow run, Ctrl-C), then re-raise."""
+        try:
+            return self._poll(execution, deadline_s, on_log, on_progress)
+        except BaseException as error:
+            # Prefect's TerminationSignal, KeyboardInterrupt, SystemExit: not failures of the
+            # execution, but the end of whoever waits on it.
+            if not isinstance(error, Exception):
+                self.cancel(execution, on_log)
+            raise
+
+    def _poll(
+        self,
+        execution: str,
+        deadline_s: float,
+        on_log: LogCallback,
+        on_progress: ProgressCallback,
+    ) -> run_v2.Execution:
         deadline = time.monotonic() + deadline_s
         started = time.monotonic()
         logged = False
         while True:
-            with google_call(self.names, "read", f"execution {execution}"):
-                current = self.clients.executions.get_execution(name=execution)
+            current = self.calls.call(
+                "read",
+                f"execution {execution}",
+                lambda: self.clients.executions.get_execution(name=execution),
+            )
             if not logged and current.log_uri:
                 on_log(f"training execution {execution}; logs: {current.log_uri}")
                 logged = True
@@ -201,16 +285,20 @@ class CloudRunJobRunner:
             elapsed = time.monotonic() - started
             on_progress(Progress(elapsed, deadline_s, f"{current.running_count} task(s) running"))
             if time.monotonic() > deadline:
-                self._cancel(execution)
+                self.cancel(execution, on_log)
                 raise DeadlineExceeded(
-                    f"training execution {execution} ran past its {deadline_s:.0f} s deadline and "
-                    f"was cancelled (raise --train-timeout, max 3600); logs: {current.log_uri}"
+                    f"training execution {execution} ran past its {deadline_s:.0f} s deadline "
+                    f"({self.settings.max_retries + 1} attempt(s) × --train-timeout) and was "
+                    f"cancelled (raise --train-timeout, max 3600); logs: {current.log_uri}"
                 )
             time.sleep(self.settings.poll_interval_s)
 
-    def _cancel(self, execution: str) -> None:
-        with (
-            google_call(self.names, "cancel", f"execution {execution}"),
-            contextlib.suppress(gexc.FailedPrecondition),  # finished meanwhile
-        ):
-            self.clients.executions.cancel_execution(name=execution)
+    def cancel(self, execution: str, on_log: LogCallback) -> None:
+        """Stop the execution (and its GPU); one that finished meanwhile is left as it is."""
+
+        def cancel() -> None:
+            with contextlib.suppress(gexc.FailedPrecondition):  # finished meanwhile
+                self.clients.executions.cancel_execution(name=execution)
+
+        self.calls.call("cancel", f"execution {execution}", cancel, on_log=on_log)
+        on_log(f"cancelled training execution {execution}")

@@ -30,6 +30,8 @@ PROBE_PERIOD_S = 10
 PROBE_TIMEOUT_S = 5
 LABELS = {"app": "emoji-finetune"}
 GPU_LIMIT = "nvidia.com/gpu"
+ATTEMPT_ENV = "PIPELINE_ATTEMPT_ID"  # tags an execution with the start that made it
+PROMOTED_LABEL = "promoted"  # "false" until a revision of the service passed its smoke test
 
 
 def duration(seconds: float) -> duration_pb2.Duration:
@@ -92,11 +94,17 @@ def job_spec(settings: GcpSettings, names: GcpNames, image_uri: str) -> run_v2.J
     )
 
 
-def run_overrides(args: Sequence[str], deadline_s: float) -> run_v2.RunJobRequest.Overrides:
-    """One execution's arguments and task timeout (within the 1 h GPU cap)."""
+def run_overrides(
+    args: Sequence[str], deadline_s: float, attempt: str
+) -> run_v2.RunJobRequest.Overrides:
+    """One execution's arguments, attempt id and task timeout (within the 1 h GPU cap)."""
     return run_v2.RunJobRequest.Overrides(
         container_overrides=[
-            run_v2.RunJobRequest.Overrides.ContainerOverride(name=TRAINER, args=list(args))
+            run_v2.RunJobRequest.Overrides.ContainerOverride(
+                name=TRAINER,
+                args=list(args),
+                env=[run_v2.EnvVar(name=ATTEMPT_ENV, value=attempt)],
+            )
         ],
         task_count=1,
         timeout=duration(min(deadline_s, GPU_TASK_CAP_S)),

@@ -14,9 +14,9 @@ from pathlib import Path
 from google.api_core import exceptions as gexc
 from google.cloud import storage
 
+from tasks.backends.gcp.calls import GoogleCalls
 from tasks.backends.gcp.clients import GoogleClients
 from tasks.backends.gcp.config import GcpNames
-from tasks.backends.gcp.errors import google_call
 
 MOUNT_PATH = "/mnt/store"  # where the job and the service see the bucket (a GCS volume)
 
@@ -24,9 +24,10 @@ MOUNT_PATH = "/mnt/store"  # where the job and the service see the bucket (a GCS
 class GcsStore:
     """Objects under `gs://<bucket>/`; prefixes are POSIX paths relative to the bucket root."""
 
-    def __init__(self, clients: GoogleClients, names: GcpNames) -> None:
+    def __init__(self, clients: GoogleClients, names: GcpNames, calls: GoogleCalls) -> None:
         self.clients = clients
         self.names = names
+        self.calls = calls
 
     @property
     def bucket(self) -> storage.Bucket:
@@ -46,8 +47,11 @@ class GcsStore:
 
     def list_files(self, prefix: str) -> dict[str, int]:
         folder = prefix.strip("/") + "/"
-        with google_call(self.names, "list", self.uri_for(prefix)):
-            blobs = list(self.clients.storage.list_blobs(self.names.bucket, prefix=folder))
+        blobs = self.calls.call(
+            "list",
+            self.uri_for(prefix),
+            lambda: list(self.clients.storage.list_blobs(self.names.bucket, prefix=folder)),
+        )
         return {
             blob.name.removeprefix(folder): int(blob.size or 0)
             for blob in blobs
@@ -58,15 +62,22 @@ class GcsStore:
         if length == 0:
             return b""
         end = None if length is None else start + length - 1  # GCS ranges are inclusive
-        with google_call(self.names, "read", self.uri_for(path)):
+
+        def read() -> bytes | None:
             try:
                 return bytes(self._blob(path).download_as_bytes(start=start or None, end=end))
             except gexc.NotFound:
-                raise FileNotFoundError(self.uri_for(path)) from None
+                return None
+
+        data = self.calls.call("read", self.uri_for(path), read)
+        if data is None:
+            raise FileNotFoundError(self.uri_for(path))
+        return data
 
     def iter_chunks(self, path: str, chunk_size: int = 8 << 20) -> Iterator[bytes]:
-        with google_call(self.names, "read", self.uri_for(path)):
-            blob = self.bucket.get_blob(path.strip("/"))
+        blob = self.calls.call(
+            "read", self.uri_for(path), lambda: self.bucket.get_blob(path.strip("/"))
+        )
         if blob is None:
             raise FileNotFoundError(self.uri_for(path))
         size = int(blob.size or 0)
@@ -77,8 +88,10 @@ class GcsStore:
         return None
 
     def write_bytes(self, path: str, data: bytes) -> None:
-        with google_call(self.names, "write", self.uri_for(path)):
-            self._blob(path).upload_from_string(data)  # one request: whole object or none
+        # One request writes the whole object or nothing, so a retry is safe.
+        self.calls.call(
+            "write", self.uri_for(path), lambda: self._blob(path).upload_from_string(data)
+        )
 
     def upload_file(self, path: str, source: Path) -> bool:
         """Create `path` from a local file unless it exists; True when this call wrote it.
@@ -86,12 +99,15 @@ class GcsStore:
         Only used for content-addressed paths, so an existing object is the same bytes, and
         `if_generation_match=0` makes two concurrent runs write it at most once.
         """
-        with google_call(self.names, "upload", self.uri_for(path)):
+
+        def upload() -> bool:
             try:
                 self._blob(path).upload_from_filename(str(source), if_generation_match=0)
             except gexc.PreconditionFailed:
                 return False
-        return True
+            return True
+
+        return self.calls.call("upload", self.uri_for(path), upload)
 
     def _blob(self, path: str) -> storage.Blob:
         return self.bucket.blob(path.strip("/"))

@@ -7,13 +7,16 @@ registry, bindings — stays: it is cheap, shared, and recreating it is the slow
 
 from __future__ import annotations
 
+import contextlib
+
 from google.api_core import exceptions as gexc
+from google.cloud import storage
 
 from core.contracts import LogCallback
 from core.lineage import MODELS_PREFIX
+from tasks.backends.gcp.calls import GoogleCalls
 from tasks.backends.gcp.clients import GoogleClients
 from tasks.backends.gcp.config import GcpNames
-from tasks.backends.gcp.errors import google_call
 
 OPERATION_TIMEOUT_S = 300.0
 
@@ -21,54 +24,77 @@ OPERATION_TIMEOUT_S = 300.0
 class GcpTeardown:
     """`Teardown` over the Cloud Run service and job, the image package and `models/`."""
 
-    def __init__(self, clients: GoogleClients, names: GcpNames) -> None:
+    def __init__(self, clients: GoogleClients, names: GcpNames, calls: GoogleCalls) -> None:
         self.clients = clients
         self.names = names
+        self.calls = calls
 
     def stop_serving(self, on_log: LogCallback) -> bool:
-        with google_call(self.names, "delete", f"service {self.names.service_id}"):
-            try:
-                self.clients.services.delete_service(name=self.names.service).result(
-                    timeout=OPERATION_TIMEOUT_S
-                )
-            except gexc.NotFound:
-                on_log(f"service {self.names.service_id} does not exist; nothing serves")
-                return False
+        if not delete_service(self.clients, self.names, self.calls):
+            on_log(f"service {self.names.service_id} does not exist; nothing serves")
+            return False
         on_log(f"deleted service {self.names.service_id}: the endpoint is gone")
         return True
 
     def delete_job(self, on_log: LogCallback) -> bool:
-        with google_call(self.names, "delete", f"job {self.names.job_id}"):
+        def delete() -> bool:
             try:
                 self.clients.jobs.delete_job(name=self.names.job).result(
                     timeout=OPERATION_TIMEOUT_S
                 )
-            except gexc.NotFound:
-                on_log(f"job {self.names.job_id} does not exist")
+            except gexc.NotFound:  # absent, or deleted by an attempt whose answer was lost
                 return False
+            return True
+
+        if not self.calls.call("delete", f"job {self.names.job_id}", delete):
+            on_log(f"job {self.names.job_id} does not exist")
+            return False
         on_log(f"deleted job {self.names.job_id}")
         return True
 
     def delete_images(self, on_log: LogCallback) -> int:
         """Delete the training image package (every content-hash tag and its layers)."""
         package = f"{self.names.repository}/packages/{self.names.job_id}"
-        with google_call(self.names, "delete", f"images {package}"):
+
+        def delete() -> list[object]:
             try:
                 tags = list(self.clients.registry.list_tags(parent=package))
                 self.clients.registry.delete_package(name=package).result(
                     timeout=OPERATION_TIMEOUT_S
                 )
             except gexc.NotFound:
-                tags = []
+                return []
+            return tags
+
+        tags = self.calls.call("delete", f"images {package}", delete)
         on_log(f"deleted {len(tags)} training image(s) from {self.names.repository_id}")
         return len(tags)
 
     def delete_models(self, on_log: LogCallback) -> int:
         bucket = self.clients.storage.bucket(self.names.bucket)
-        with google_call(self.names, "delete", f"gs://{self.names.bucket}/{MODELS_PREFIX}/"):
+
+        def delete() -> list[storage.Blob]:
             blobs = list(self.clients.storage.list_blobs(bucket, prefix=f"{MODELS_PREFIX}/"))
             for blob in blobs:
-                blob.delete()
+                with contextlib.suppress(gexc.NotFound):  # gone with an earlier attempt
+                    blob.delete()
+            return blobs
+
+        blobs = self.calls.call("delete", f"gs://{self.names.bucket}/{MODELS_PREFIX}/", delete)
         versions = {b.name.split("/")[1] for b in blobs if b.name.endswith("/MANIFEST.json")}
         on_log(f"deleted {len(versions)} model version(s) under gs://{self.names.bucket}/models/")
         return len(versions)
+
+
+def delete_service(clients: GoogleClients, names: GcpNames, calls: GoogleCalls) -> bool:
+    """Delete the Cloud Run service; False when there was none. Shared with the server, which
+    deletes a brand-new service whose only revision failed (nothing failed stays reachable)."""
+
+    def delete() -> bool:
+        try:
+            clients.services.delete_service(name=names.service).result(timeout=OPERATION_TIMEOUT_S)
+        except gexc.NotFound:
+            return False
+        return True
+
+    return calls.call("delete", f"service {names.service_id}", delete)

@@ -132,8 +132,11 @@ class LocalModelServer:
         }
         self.state_path.write_text(json.dumps(state, indent=2) + "\n")
 
-    def discard(self, endpoint: Endpoint) -> None:
+    def discard(self, endpoint: Endpoint) -> str:
         stop_process_group(int(endpoint.server_id))
+        live = self.live()
+        serving = f"server {live.server_id} keeps serving" if live else "nothing serves"
+        return f"candidate server {endpoint.server_id} stopped; {serving}"
 
     def release(self, endpoint: Endpoint) -> None:
         stop_process_group(int(endpoint.server_id))
