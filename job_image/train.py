@@ -2,14 +2,14 @@
 
 The recipe (all of it from config.yaml unless overridden):
 
-- the frozen base in 4-bit NF4 with bf16 compute on a GPU (QLoRA), in fp32 on a CPU (LoRA);
+- the frozen base in bf16 on a GPU, fp32 on a CPU (LoRA); in 4-bit NF4 with `--method qlora`;
 - LoRA of rank r on every attention and MLP projection, scale alpha / r;
 - loss on the assistant turn only: trl swaps in Gemma 3's training chat template with
   `{% generation %}` markers, so the prompt is masked and `<end_of_turn>` is learned;
 - packing: examples are placed into rows of `max_length` tokens by best-fit decreasing, and
-  the batch is flattened padding-free; `position_ids` restart at each example, which both
-  flash-attention kernels and the SDPA/eager masks (block-diagonal) honour, so examples never
-  attend to each other;
+  the batch is flattened padding-free; `position_ids` restart at each example, which the
+  pinned SDPA attention (modeling.ATTENTION) turns into a block-diagonal mask, so examples never
+  attend to each other (tests/train/test_packing.py);
 - AdamW, linear warmup over `warmup_ratio` of the steps, then cosine decay to 0;
 - one seed for sampling, LoRA init, data order and dropout.
 """
@@ -144,6 +144,11 @@ def as_prompt_completion(row: dict[str, Any]) -> dict[str, Any]:
 def real_tokens(trainer: Any) -> int:
     """Tokens the trainer feeds per epoch, padding excluded (packed rows hold no padding)."""
     return sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+
+
+def planned_steps(trainer: Any) -> int:
+    """The optimizer steps `trainer.train()` will take, by the Trainer's own arithmetic."""
+    return int(trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1])
 
 
 def run_training(trainer: Any, resume: Path | None) -> Any:
