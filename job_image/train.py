@@ -148,7 +148,8 @@ def real_tokens(trainer: Any) -> int:
 
 def planned_steps(trainer: Any) -> int:
     """The optimizer steps `trainer.train()` will take, by the Trainer's own arithmetic."""
-    return int(trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1])
+    dataloader = trainer.get_train_dataloader()
+    return int(trainer.set_initial_training_values(trainer.args, dataloader)[-1])
 
 
 def run_training(trainer: Any, resume: Path | None) -> Any:

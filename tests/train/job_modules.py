@@ -25,3 +25,13 @@ def job_module(name: str) -> ModuleType:
     finally:
         sys.path.remove(folder)
         sys.dont_write_bytecode = saved
+
+
+def job_config(model: object, *extra: str) -> object:
+    """The job's parsed config (config.yaml defaults + `extra` flags) for an in-process run.
+
+    The data, output folder and lineage key are placeholders: in-process tests hand rows to
+    the trainer themselves and write nowhere the job would.
+    """
+    required = ["--model", str(model), "--dataset", "rows.jsonl", "--output-dir", "unused"]
+    return job_module("config").parse_config([*required, "--lineage-key", "test", *extra], {})

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 import torch
-from job_modules import job_module
+from job_modules import job_config, job_module
 
-config, modeling, publish, rows, scoring, train = (
-    job_module(n) for n in ("config", "modeling", "publish", "rows", "scoring", "train")
+modeling, publish, rows, scoring, train = (
+    job_module(n) for n in ("modeling", "publish", "rows", "scoring", "train")
 )
 
 BOUND = 1e-3
@@ -61,11 +61,8 @@ def test_merged_model_scores_like_the_adapter_on_its_training_base(
     from transformers import set_seed
 
     tiny_model_dir, chats = split
-    cfg = config.parse_config(
-        ["--model", str(tiny_model_dir), "--dataset", "d.jsonl", "--output-dir", "o"]
-        + ["--lineage-key", "k", "--method", method, "--max-steps", "6"]
-        + ["--learning-rate", "2e-3", "--checkpoint-steps", "0"],
-        {},
+    cfg = job_config(
+        tiny_model_dir, "--method", method, "--max-steps", "6", "--learning-rate", "2e-3"
     )
     device = modeling.Device(on_cuda=False, dtype=dtype, method=method)
     base = modeling.resolve_model(cfg.inputs)

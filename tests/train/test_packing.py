@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 import torch
-from job_modules import job_module
+from job_modules import job_config, job_module
 
-config, modeling, rows, train = (job_module(n) for n in ("config", "modeling", "rows", "train"))
+modeling, rows, train = (job_module(n) for n in ("modeling", "rows", "train"))
 
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
 DEVICES = [
@@ -44,11 +44,7 @@ def first_packed_batch(model_dir: Path, dataset: Path, device: Any) -> tuple[Any
     """The job's trainer (defaults from config.yaml) and the first micro-batch it trains on."""
     from datasets import Dataset
 
-    cfg = config.parse_config(
-        ["--model", str(model_dir), "--dataset", str(dataset), "--output-dir", "o"]
-        + ["--lineage-key", "k", "--method", "lora"],
-        {},
-    )
+    cfg = job_config(model_dir, "--method", "lora")
     base = modeling.resolve_model(cfg.inputs)
     lines = dataset.read_text(encoding="utf-8").splitlines()[:60]
     chats = Dataset.from_list([rows.to_messages(json.loads(line)) for line in lines])
