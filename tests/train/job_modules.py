@@ -11,7 +11,19 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 JOB_IMAGE = Path(__file__).resolve().parents[2] / "job_image"
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# The GPU variants of the CPU checks (bench/gpu_check.sh runs them on a GPU machine).
+NEEDS_CUDA = pytest.mark.skipif(not _has_cuda(), reason="needs a CUDA GPU")
 
 
 def job_module(name: str) -> ModuleType:

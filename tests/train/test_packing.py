@@ -24,19 +24,14 @@ from typing import Any
 
 import pytest
 import torch
-from job_modules import job_config, job_module
+from job_modules import NEEDS_CUDA, job_config, job_module
 
 modeling, rows, train = (job_module(n) for n in ("modeling", "rows", "train"))
 
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
 DEVICES = [
     pytest.param(False, torch.float32, id="cpu-fp32"),
-    pytest.param(
-        True,
-        torch.bfloat16,
-        id="cuda-bf16",
-        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-    ),
+    pytest.param(True, torch.bfloat16, id="cuda-bf16", marks=NEEDS_CUDA),
 ]
 
 
