@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The training recipe on one GPU, in one go (<= 8 minutes; sized for an L4, faster on larger):
+# The training recipe on one GPU, in one go: at most 8 minutes (per-step timeouts 90 + 240 +
+# 2 x 75 s; the time each step needs is estimated for an L4 — this script has not run yet):
 #
 #   1. the GPU variants of the packing and merge equivalence tests (bf16 SDPA, bf16 merges);
 #   2. bench/train_throughput.py on a randomly initialised gemma-3-1b (exact architecture,
@@ -20,7 +21,7 @@ mkdir -p "$WORK"
 "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else "no CUDA GPU")'
 
 echo "== 1/3 GPU variants of the packing and merge tests"
-timeout 120 "$PYTHON" -m pytest -q -p no:cacheprovider tests/train/test_packing.py \
+timeout 90 "$PYTHON" -m pytest -q -p no:cacheprovider tests/train/test_packing.py \
   tests/train/test_merge.py -k cuda | tee "$WORK/tests.txt"
 
 echo "== 2/3 benchmark (codelab vs ours vs ours-qlora)"
@@ -32,7 +33,7 @@ cat "$WORK/eval.jsonl" "$WORK/train.jsonl" > "$WORK/rows-1000.jsonl"
 for method in lora qlora; do
   rm -rf "$WORK/models/$method" "$WORK/models/$method".*
   started=$SECONDS
-  timeout 150 "$PYTHON" job_image/finetune.py --model "$WORK/gemma-3-1b-random" \
+  timeout 75 "$PYTHON" job_image/finetune.py --model "$WORK/gemma-3-1b-random" \
     --dataset "$WORK/rows-1000.jsonl" --output-dir "$WORK/models/$method" \
     --lineage-key "gpu-check-$method" --method "$method" > "$WORK/job-$method.log" 2>&1
   echo $((SECONDS - started)) > "$WORK/job-$method.seconds"

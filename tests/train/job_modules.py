@@ -10,6 +10,7 @@ import importlib
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -47,3 +48,21 @@ def job_config(model: object, *extra: str) -> object:
     """
     required = ["--model", str(model), "--dataset", "rows.jsonl", "--output-dir", "unused"]
     return job_module("config").parse_config([*required, "--lineage-key", "test", *extra], {})
+
+
+def job_trainer(cfg: Any, device: Any, chats: list[Any], scratch: Path) -> tuple[Any, Any]:
+    """(trainer, base): the job's SFTTrainer for these conversations, built the job's way."""
+    from datasets import Dataset
+
+    modeling, train = job_module("modeling"), job_module("train")
+    base = modeling.resolve_model(cfg.inputs)
+    mode = train.choose_loss_mode(base.tokenizer, cfg.train.loss_on)
+    trainer = train.make_trainer(
+        cfg,
+        modeling.load_for_training(base.path, device),
+        base.tokenizer,
+        Dataset.from_list(chats),
+        train.sft_config(cfg, scratch, device, mode),
+        mode,
+    )
+    return trainer, base

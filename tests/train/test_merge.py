@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import torch
-from job_modules import NEEDS_CUDA, job_config, job_module
+from job_modules import NEEDS_CUDA, job_config, job_module, job_trainer
 
 modeling, publish, rows, scoring, train = (
     job_module(n) for n in ("modeling", "publish", "rows", "scoring", "train")
@@ -65,7 +65,6 @@ DEVICES = [
 def test_merged_model_scores_like_the_adapter_on_its_training_base(
     split: tuple[Path, list], method: str, on_cuda: bool, dtype: torch.dtype
 ) -> None:
-    from datasets import Dataset
     from transformers import set_seed
 
     tiny_model_dir, chats = split
@@ -73,20 +72,11 @@ def test_merged_model_scores_like_the_adapter_on_its_training_base(
         tiny_model_dir, "--method", method, "--max-steps", "6", "--learning-rate", "2e-3"
     )
     device = modeling.Device(on_cuda=on_cuda, dtype=dtype, method=method)
-    base = modeling.resolve_model(cfg.inputs)
-    examples = scoring.encode(base.tokenizer, chats[:HELD_OUT], cfg.train.max_length)
-    mode = train.choose_loss_mode(base.tokenizer, cfg.train.loss_on)
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         set_seed(cfg.inputs.seed)
-        trainer = train.make_trainer(
-            cfg,
-            modeling.load_for_training(base.path, device),
-            base.tokenizer,
-            Dataset.from_list(chats[HELD_OUT:]),
-            train.sft_config(cfg, scratch / "work", device, mode),
-            mode,
-        )
+        trainer, base = job_trainer(cfg, device, chats[HELD_OUT:], scratch / "work")
+        examples = scoring.encode(base.tokenizer, chats[:HELD_OUT], cfg.train.max_length)
         train.run_training(trainer, None)
         adapter_on_base = held_out_loss(trainer.model.eval(), examples)
         trainer.model.save_pretrained(scratch / "adapter")

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 import torch
-from job_modules import NEEDS_CUDA, job_config, job_module
+from job_modules import NEEDS_CUDA, job_config, job_module, job_trainer
 
-modeling, rows, train = (job_module(n) for n in ("modeling", "rows", "train"))
+modeling, rows = (job_module(n) for n in ("modeling", "rows"))
 
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
 DEVICES = [
@@ -37,17 +37,12 @@ DEVICES = [
 
 def first_packed_batch(model_dir: Path, dataset: Path, device: Any) -> tuple[Any, dict]:
     """The job's trainer (defaults from config.yaml) and the first micro-batch it trains on."""
-    from datasets import Dataset
-
-    cfg = job_config(model_dir, "--method", "lora")
-    base = modeling.resolve_model(cfg.inputs)
     lines = dataset.read_text(encoding="utf-8").splitlines()[:60]
-    chats = Dataset.from_list([rows.to_messages(json.loads(line)) for line in lines])
-    mode = train.choose_loss_mode(base.tokenizer, cfg.train.loss_on)
+    chats = [rows.to_messages(json.loads(line)) for line in lines]
     with tempfile.TemporaryDirectory() as scratch:
-        args = train.sft_config(cfg, Path(scratch), device, mode)
-        model = modeling.load_for_training(base.path, device)
-        trainer = train.make_trainer(cfg, model, base.tokenizer, chats, args, mode)
+        trainer, _ = job_trainer(
+            job_config(model_dir, "--method", "lora"), device, chats, Path(scratch)
+        )
         batch = next(iter(trainer.get_train_dataloader()))
     return trainer.model.eval(), batch
 
