@@ -216,16 +216,9 @@ def job_trainer(cfg: Any, base: Any, device: Any, train_chats: list[Any], scratc
     """The job's SFTTrainer for `cfg` on these conversations, its base loaded the job's way."""
     from datasets import Dataset
 
-    modeling, train = job_module("modeling"), job_module("train")
-    loss_mode = train.choose_loss_mode(base.tokenizer, cfg.train.loss_on)
-    return train.make_trainer(
-        cfg,
-        modeling.load_for_training(base.path, device),
-        base.tokenizer,
-        Dataset.from_list(train_chats),
-        train.sft_config(cfg, scratch, device, loss_mode),
-        loss_mode,
-    )
+    return job_module("train").build_trainer(
+        cfg, base, device, Dataset.from_list(train_chats), scratch
+    )[0]
 
 
 def planned_steps(cfg: Any, base: Any, device: Any, train_chats: list[Any]) -> dict[str, Any]:

@@ -166,6 +166,23 @@ def run_training(trainer: Any, resume: Path | None) -> Any:
         gc.unfreeze()
 
 
+def build_trainer(
+    cfg: JobConfig,
+    base: BaseModel,
+    device: Device,
+    train_rows: Any,
+    work_dir: Path,
+    callbacks: Sequence[Any] = (),
+) -> tuple[Any, str]:
+    """(trainer, loss mode): the base loaded for training, a fresh adapter, the job's options."""
+    loss_mode = choose_loss_mode(base.tokenizer, cfg.train.loss_on)
+    model = load_for_training(base.path, device)
+    log(f"training: 4-bit={getattr(model, 'is_loaded_in_4bit', False)} loss={loss_mode}")
+    args = sft_config(cfg, work_dir, device, loss_mode)
+    trainer = make_trainer(cfg, model, base.tokenizer, train_rows, args, loss_mode, callbacks)
+    return trainer, loss_mode
+
+
 def train_adapter(
     cfg: JobConfig,
     base: BaseModel,
@@ -175,18 +192,9 @@ def train_adapter(
     adapter_dir: Path,
 ) -> TrainResult:
     """Train (or finish training) the adapter and save it to `adapter_dir`."""
-    loss_mode = choose_loss_mode(base.tokenizer, cfg.train.loss_on)
-    model = load_for_training(base.path, device)
-    log(f"training: 4-bit={getattr(model, 'is_loaded_in_4bit', False)} loss={loss_mode}")
     progress_callback = make_progress_callback()
-    trainer = make_trainer(
-        cfg,
-        model,
-        base.tokenizer,
-        train_rows,
-        sft_config(cfg, work_dir, device, loss_mode),
-        loss_mode,
-        [progress_callback, make_checkpoint_seal()],
+    trainer, loss_mode = build_trainer(
+        cfg, base, device, train_rows, work_dir, [progress_callback, make_checkpoint_seal()]
     )
     resume = checkpoints.last_complete(work_dir, log) if cfg.train.checkpoint_steps else None
     resumed_from = checkpoint_step(resume)
@@ -206,7 +214,7 @@ def train_adapter(
         resumed_from_step=resumed_from,
         runtime_s=round(runtime, 3),
     )
-    del trainer, model
+    del trainer
     free_memory()
     return result
 

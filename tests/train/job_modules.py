@@ -54,15 +54,8 @@ def job_trainer(cfg: Any, device: Any, chats: list[Any], scratch: Path) -> tuple
     """(trainer, base): the job's SFTTrainer for these conversations, built the job's way."""
     from datasets import Dataset
 
-    modeling, train = job_module("modeling"), job_module("train")
-    base = modeling.resolve_model(cfg.inputs)
-    mode = train.choose_loss_mode(base.tokenizer, cfg.train.loss_on)
-    trainer = train.make_trainer(
-        cfg,
-        modeling.load_for_training(base.path, device),
-        base.tokenizer,
-        Dataset.from_list(chats),
-        train.sft_config(cfg, scratch, device, mode),
-        mode,
+    base = job_module("modeling").resolve_model(cfg.inputs)
+    trainer, _ = job_module("train").build_trainer(
+        cfg, base, device, Dataset.from_list(chats), scratch
     )
     return trainer, base
