@@ -30,8 +30,8 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export TQDM_DISABLE ?= 1
 
-.PHONY: demo test test-slow test-vllm test-ui lint format serve-demo clean install server deploy \
-	worker run watch teardown bench
+.PHONY: demo test test-slow test-vllm test-ui test-image-pins lint format serve-demo clean \
+	install server deploy worker run watch teardown bench
 
 install: $(STAMP)
 
@@ -95,6 +95,25 @@ test-vllm: $(STAMP)
 	$(VLLM_VENV)/bin/python -m pip install --quiet "$(VLLM_SPEC)" "transformers<5.20"
 	-$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest -q -m vllm
+
+## test-image-pins: the job image's exact pins, in a fresh venv, running the job end to end
+# No container engine runs here, but the image's Python environment can: torch at the pinned
+# version (the local CPU wheel instead of the image's CUDA build), then every pin of
+# job_image/requirements.txt with --no-deps, so the venv holds those packages and nothing else;
+# `pip check` proves the pins are complete and consistent. The venv is rebuilt whenever
+# requirements.txt changes (its checksum names the stamp), so CI's rerun costs only the test.
+JOB_VENV    ?= .venv-job
+JOB_TORCH   := $(shell grep -m1 '^torch==' job_image/requirements.txt)
+JOB_STAMP   := $(JOB_VENV)/.installed-$(shell cksum < job_image/requirements.txt | cut -d' ' -f1)
+$(JOB_STAMP): job_image/requirements.txt
+	rm -rf $(JOB_VENV)
+	$(PYTHON) -m venv $(JOB_VENV)
+	$(JOB_VENV)/bin/python -m pip install --quiet --no-deps "$(JOB_TORCH)"
+	$(JOB_VENV)/bin/python -m pip install --quiet --no-deps -r job_image/requirements.txt
+	$(JOB_VENV)/bin/python -m pip check
+	touch $@
+test-image-pins: $(STAMP) $(JOB_STAMP)
+	JOB_PYTHON=$(abspath $(JOB_VENV))/bin/python $(BIN)/python -m pytest -q -m image_pins
 
 ## bench: training throughput, the codelab's configuration vs ours (bench/train_throughput.py)
 bench: $(STAMP)

@@ -146,7 +146,8 @@ class TrainingSettings(_Section):
     """LoRA/QLoRA hyperparameters and the training deadline."""
 
     method: Literal["auto", "lora", "qlora"] = Field(
-        "auto", description="auto = QLoRA (4-bit) on a CUDA GPU, plain LoRA elsewhere."
+        "auto",
+        description="auto = LoRA on the bf16 base (fp32 on a CPU); qlora = 4-bit NF4 base.",
     )
     lora_r: int = Field(16, ge=1, le=512, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, le=4096, description="LoRA scaling (alpha).")
@@ -157,11 +158,15 @@ class TrainingSettings(_Section):
         min_length=1,
         description="Modules that get LoRA adapters (comma-separated on the CLI).",
     )
-    epochs: float = Field(1.0, gt=0, le=100, description="Passes over the training rows.")
+    # The defaults below equal job_image/config.yaml's (a test holds them together); the
+    # recipe and its sizing are explained there.
+    epochs: float = Field(3.0, gt=0, le=100, description="Passes over the training rows.")
     max_steps: int = Field(-1, ge=-1, description="Optimizer steps; -1 = run the full epochs.")
     learning_rate: float = Field(2e-4, gt=0, le=1.0, description="Peak learning rate.")
-    batch_size: int = Field(4, ge=1, le=1024, description="Examples per device per step.")
-    grad_accum: int = Field(2, ge=1, le=1024, description="Gradient accumulation steps.")
+    batch_size: int = Field(
+        2, ge=1, le=1024, description="Packed rows of max_length tokens per micro-batch."
+    )
+    grad_accum: int = Field(1, ge=1, le=1024, description="Micro-batches per optimizer step.")
     max_length: int = Field(256, ge=16, le=32768, description="Max tokens per example.")
     timeout_s: PositiveSeconds = Field(
         3600, description="Deadline for one training job (Cloud Run caps GPU tasks at 1 h)."

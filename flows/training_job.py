@@ -6,7 +6,6 @@ Kept out of the flow so the flow reads as a runbook and these rules can be teste
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -66,21 +65,9 @@ def pin_revisions(settings: PipelineSettings) -> tuple[str, str]:
 def resolved_method(settings: PipelineSettings) -> str:
     """`auto` becomes what will really run, so the lineage never hides a LoRA/QLoRA switch.
 
-    The gcp backend always trains on an L4 (QLoRA); locally it depends on this machine.
+    auto is LoRA on every backend (the job's `--method auto`): the bf16 base fits the L4.
     """
-    if settings.training.method != "auto":
-        return settings.training.method
-    if settings.backend == "gcp":
-        return "qlora"
-    return "qlora" if _local_cuda_with_bitsandbytes() else "lora"
-
-
-def _local_cuda_with_bitsandbytes() -> bool:
-    if any(importlib.util.find_spec(name) is None for name in ("bitsandbytes", "torch")):
-        return False
-    import torch
-
-    return bool(torch.cuda.is_available())
+    return "lora" if settings.training.method == "auto" else settings.training.method
 
 
 def source_argument(value: str) -> str:

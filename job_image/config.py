@@ -83,7 +83,8 @@ class LoraArguments:
     """The adapter: method and LoRA shape."""
 
     method: Literal["auto", "lora", "qlora"] = _opt(
-        "auto = qlora (4-bit NF4 base, bf16 compute) on CUDA with bitsandbytes, else lora"
+        "auto = lora (bf16 base on a GPU, fp32 on a CPU); qlora = 4-bit NF4 base with "
+        "bf16 compute, for models whose bf16 weights do not fit"
     )
     lora_r: int = _opt("LoRA rank")
     lora_alpha: int = _opt("LoRA alpha (scale = alpha / r)")

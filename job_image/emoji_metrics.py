@@ -29,8 +29,16 @@ def is_emoji_only(answer: str) -> bool:
 
 
 def is_exact_match(answer: str, reference: str) -> bool:
-    """True when the answer equals the reference once surrounding whitespace is ignored."""
-    return answer.strip() == reference.strip()
+    """True when the answer equals the reference, normalised like `emoji_f1` normalises.
+
+    Variation selectors ("❤" vs "❤️") and whitespace ("🍕 🍺" vs "🍕🍺") change how an answer
+    renders, not what it says; counting them would make exact match disagree with F1 = 1.0.
+    """
+    return _normalised(answer) == _normalised(reference)
+
+
+def _normalised(text: str) -> str:
+    return "".join(text.translate(VARIATION_SELECTORS).split())
 
 
 def emoji_only_rate(answers: Sequence[str]) -> float:

@@ -1,7 +1,8 @@
 """Turn a trained adapter into the published model folder: merge, metrics, manifest.
 
-The merged folder is what servers load: plain safetensors weights of the unquantised base
-with the adapter folded in, the tokenizer, the chat template, a generation config that stops
+The merged folder is what servers load: plain safetensors weights — the weights the adapter
+was trained against (for QLoRA the dequantised NF4 base) with the adapter added in fp32 and
+rounded once to the compute dtype — the tokenizer, the chat template, a generation config that stops
 at `<end_of_turn>`, and `metrics.json`; `MANIFEST.json` (written by model_folder, last) lists
 all of them with size and sha256.
 """
@@ -15,7 +16,7 @@ from typing import Any
 import model_folder
 from config import JobConfig
 from joblog import progress, utc_now
-from modeling import BaseModel, Device, free_memory, load_for_inference
+from modeling import BaseModel, Device, free_memory, load_for_merge
 from train import TrainResult
 
 METRICS_FILE = "metrics.json"
@@ -23,14 +24,16 @@ END_OF_TURN = "<end_of_turn>"
 
 
 def merge_adapter(base: BaseModel, adapter_dir: Path, dest: Path, device: Device) -> None:
-    """Fold the adapter into the UNQUANTIZED base and save a plain, servable model folder."""
+    """Fold the adapter into its training base in fp32, cast once, save a servable folder."""
     from peft import PeftModel
     from transformers import AutoTokenizer
 
     progress("merge", 0, 1)
-    merged = PeftModel.from_pretrained(
-        load_for_inference(base.path, device), str(adapter_dir)
-    ).merge_and_unload()
+    merged = (
+        PeftModel.from_pretrained(load_for_merge(base.path, device), str(adapter_dir))
+        .merge_and_unload()
+        .to(device.dtype)
+    )
     tokenizer = AutoTokenizer.from_pretrained(base.path)  # fresh: untouched by the trainer
     stop_ids = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN)]
     merged.generation_config.eos_token_id = list(

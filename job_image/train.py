@@ -2,14 +2,14 @@
 
 The recipe (all of it from config.yaml unless overridden):
 
-- the frozen base in 4-bit NF4 with bf16 compute on a GPU (QLoRA), in fp32 on a CPU (LoRA);
+- the frozen base in bf16 on a GPU, fp32 on a CPU (LoRA); in 4-bit NF4 with `--method qlora`;
 - LoRA of rank r on every attention and MLP projection, scale alpha / r;
 - loss on the assistant turn only: trl swaps in Gemma 3's training chat template with
   `{% generation %}` markers, so the prompt is masked and `<end_of_turn>` is learned;
 - packing: examples are placed into rows of `max_length` tokens by best-fit decreasing, and
-  the batch is flattened padding-free; `position_ids` restart at each example, which both
-  flash-attention kernels and the SDPA/eager masks (block-diagonal) honour, so examples never
-  attend to each other;
+  the batch is flattened padding-free; `position_ids` restart at each example, which the
+  pinned SDPA attention (modeling.ATTENTION) turns into a block-diagonal mask, so examples never
+  attend to each other (tests/train/test_packing.py);
 - AdamW, linear warmup over `warmup_ratio` of the steps, then cosine decay to 0;
 - one seed for sampling, LoRA init, data order and dropout.
 """
@@ -146,6 +146,12 @@ def real_tokens(trainer: Any) -> int:
     return sum(len(ids) for ids in trainer.train_dataset["input_ids"])
 
 
+def planned_steps(trainer: Any) -> int:
+    """The optimizer steps `trainer.train()` will take, by the Trainer's own arithmetic."""
+    dataloader = trainer.get_train_dataloader()
+    return int(trainer.set_initial_training_values(trainer.args, dataloader)[-1])
+
+
 def run_training(trainer: Any, resume: Path | None) -> Any:
     """`trainer.train()` with the long-lived objects frozen out of the garbage collector.
 
@@ -160,6 +166,23 @@ def run_training(trainer: Any, resume: Path | None) -> Any:
         gc.unfreeze()
 
 
+def build_trainer(
+    cfg: JobConfig,
+    base: BaseModel,
+    device: Device,
+    train_rows: Any,
+    work_dir: Path,
+    callbacks: Sequence[Any] = (),
+) -> tuple[Any, str]:
+    """(trainer, loss mode): the base loaded for training, a fresh adapter, the job's options."""
+    loss_mode = choose_loss_mode(base.tokenizer, cfg.train.loss_on)
+    model = load_for_training(base.path, device)
+    log(f"training: 4-bit={getattr(model, 'is_loaded_in_4bit', False)} loss={loss_mode}")
+    args = sft_config(cfg, work_dir, device, loss_mode)
+    trainer = make_trainer(cfg, model, base.tokenizer, train_rows, args, loss_mode, callbacks)
+    return trainer, loss_mode
+
+
 def train_adapter(
     cfg: JobConfig,
     base: BaseModel,
@@ -169,18 +192,9 @@ def train_adapter(
     adapter_dir: Path,
 ) -> TrainResult:
     """Train (or finish training) the adapter and save it to `adapter_dir`."""
-    loss_mode = choose_loss_mode(base.tokenizer, cfg.train.loss_on)
-    model = load_for_training(base.path, device)
-    log(f"training: 4-bit={getattr(model, 'is_loaded_in_4bit', False)} loss={loss_mode}")
     progress_callback = make_progress_callback()
-    trainer = make_trainer(
-        cfg,
-        model,
-        base.tokenizer,
-        train_rows,
-        sft_config(cfg, work_dir, device, loss_mode),
-        loss_mode,
-        [progress_callback, make_checkpoint_seal()],
+    trainer, loss_mode = build_trainer(
+        cfg, base, device, train_rows, work_dir, [progress_callback, make_checkpoint_seal()]
     )
     resume = checkpoints.last_complete(work_dir, log) if cfg.train.checkpoint_steps else None
     resumed_from = checkpoint_step(resume)
@@ -200,7 +214,7 @@ def train_adapter(
         resumed_from_step=resumed_from,
         runtime_s=round(runtime, 3),
     )
-    del trainer, model
+    del trainer
     free_memory()
     return result
 

@@ -30,6 +30,14 @@ def test_rates() -> None:
         emoji_metrics.exact_match_rate(["🍕"], [])
 
 
+def test_exact_match_ignores_variation_selectors_and_spacing_like_f1() -> None:
+    for answer, reference in (("❤", "❤️"), ("🍕 🍺", "🍕🍺"), ("☀️🏖", "☀🏖️")):
+        assert emoji_metrics.is_exact_match(answer, reference)
+        assert emoji_metrics.emoji_f1(answer, reference) == 1.0
+    assert not emoji_metrics.is_exact_match("🍕🍺", "🍺🍕")  # order still matters here
+    assert not emoji_metrics.is_exact_match("❤", "💙")
+
+
 @pytest.mark.parametrize(
     ("text", "units"),
     [

@@ -73,13 +73,15 @@ class Run:
         return [line for line in self.stderr.splitlines() if line.startswith("error:")]
 
 
-def run_script(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Run:
+def run_script(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, python: str = sys.executable
+) -> Run:
     """Run the script from an unrelated cwd (it must not depend on the repo layout)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("FT_")}
     full_env.update(env or {})
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
+        [python, str(SCRIPT), *args],
         cwd=cwd,
         env=full_env,
         capture_output=True,

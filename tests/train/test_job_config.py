@@ -93,3 +93,14 @@ def test_unknown_key_in_a_config_file_is_an_input_error(tmp_path: Path) -> None:
     user.write_text("- not a mapping\n")
     with pytest.raises(config.InputError, match="mapping"):
         parse(f"--config={user}")
+
+
+def test_pipeline_training_defaults_are_the_jobs() -> None:
+    """The flow passes its training settings as flags: their defaults must be config.yaml's,
+    or the pipeline would silently train another recipe than the one documented there."""
+    from flows.settings import TrainingSettings
+
+    defaults = yaml.safe_load((JOB_IMAGE / "config.yaml").read_text())
+    settings = TrainingSettings().model_dump(exclude={"timeout_s"})
+    settings["target_modules"] = ",".join(settings["target_modules"])
+    assert settings == {name: defaults[name] for name in settings}

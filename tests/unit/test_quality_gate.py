@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from core.quality_gate import QualityThresholds, quality_problems
+from core.quality_gate import QualityThresholds, noise_margin, quality_problems
 from flows.settings import PipelineSettings, QualitySettings
 
 GATE = QualityThresholds(
@@ -51,13 +51,32 @@ def test_absolute_loss_cap_applies_only_when_set() -> None:
     assert "above the maximum 1" in problem and "max_eval_loss" in problem
 
 
-def test_a_model_no_better_than_its_base_fails_with_every_reason() -> None:
-    worse = {**GOOD, "eval_loss": 4.0, "emoji_only_rate": 0.6, "base_emoji_only_rate": 0.7}
-    problems = quality_problems({**worse, "emoji_f1": 0.1}, GATE)
+def test_a_model_worse_than_its_base_fails_with_every_reason() -> None:
+    worse = {**GOOD, "eval_loss": 4.0, "emoji_only_rate": 0.3, "base_emoji_only_rate": 0.7}
+    problems = quality_problems({**worse, "emoji_f1": 0.02}, gate(min_emoji_only_rate=0.2))
     assert len(problems) == 3, problems
     assert "does not beat the base model's 3.2" in problems[0]
-    assert "emoji-only answer rate 0.60 is worse than the base model's 0.70" in problems[1]
-    assert "emoji F1 0.10 is worse than the base model's 0.20" in problems[2]
+    assert "emoji-only answer rate 0.30 is worse than the base model's 0.70" in problems[1]
+    assert "emoji F1 0.02 is worse than the base model's 0.20 by more than" in problems[2]
+    assert "noise of 50 held-out answers (0.10;" in problems[2]
+
+
+@pytest.mark.parametrize("base", [1.0, 0.98, 0.7, 0.5, 0.1, 0.02])
+def test_one_answer_less_than_the_base_never_flips_the_gate(base: float) -> None:
+    rows, no_floor = 50, gate(min_emoji_only_rate=0.0)
+    one_less = {"emoji_only_rate": base - 1 / rows, "base_emoji_only_rate": base}
+    assert quality_problems({**GOOD, **one_less, "eval_examples": rows}, no_floor) == []
+    f1_lower = {"emoji_f1": base - 1 / rows, "base_emoji_f1": base}
+    assert quality_problems({**GOOD, **f1_lower, "eval_examples": rows}, GATE) == []
+
+
+def test_the_noise_margin_shrinks_with_more_rows_and_at_the_extremes() -> None:
+    assert noise_margin(0.5, 0.5, 50) == pytest.approx(1.645 * math.sqrt(0.5 / 50))
+    assert noise_margin(0.5, 0.5, 5000) < noise_margin(0.5, 0.5, 50) / 9
+    assert noise_margin(1.0, 1.0, 50) == pytest.approx(1 / 50)  # never below one answer
+    drop = {**GOOD, "emoji_only_rate": 0.9, "base_emoji_only_rate": 1.0}
+    assert quality_problems(drop, GATE) != []  # 5 of 50 answers lost from a perfect base
+    assert quality_problems({**drop, "eval_examples": 5.0}, GATE) == []  # but 0.5 of 5 rows
 
 
 def test_loss_slack_covers_an_already_perfect_base_only() -> None:
@@ -77,7 +96,9 @@ def test_comparison_with_the_base_can_be_switched_off() -> None:
     assert quality_problems(tuned_only, gate(require_improvement_over_base=False)) == []
 
 
-@pytest.mark.parametrize("missing", ["eval_loss", "base_eval_loss", "base_emoji_f1"])
+@pytest.mark.parametrize(
+    "missing", ["eval_loss", "base_eval_loss", "base_emoji_f1", "eval_examples"]
+)
 def test_missing_or_non_finite_metrics_fail_closed(missing: str) -> None:
     without = {k: v for k, v in GOOD.items() if k != missing}
     (problem,) = quality_problems(without, GATE)
