@@ -7,10 +7,11 @@ or adding small deltas in bf16, changes the learned function. For each method th
 job's code, score the adapter on its training base, merge with the job's code, score the merged
 folder, and compare.
 
-Bound: 0.1 % relative, ten times stricter than the 1 % the recipe promises. Measured on the
-tiny model: 0.00-0.02 % for the fp32 merge into the training weights; merging QLoRA into the
-original weights instead (the previous recipe) is off by 0.66 % (fp32) / 0.70 % (bf16) here,
-which this bound rejects.
+Bound, relative, stricter than the 1 % the recipe promises: 0.1 % in fp32, 0.5 % in bf16 (one
+cast of the merged weights to bf16 costs up to ~0.1 % on the untuned demo base). Measured on
+the tiny model: 0.00-0.02 % for the fp32 merge into the training weights, 0.10 % for QLoRA
+served in bf16; merging QLoRA into the original weights instead (the previous recipe) is off
+by 0.66 % (fp32) / 0.70 % (bf16), which these bounds reject.
 A control checks the adapter changed the loss by far more than the bound.
 """
 
@@ -29,7 +30,7 @@ modeling, publish, rows, scoring, train = (
     job_module(n) for n in ("modeling", "publish", "rows", "scoring", "train")
 )
 
-BOUND = 1e-3
+BOUNDS = {torch.float32: 1e-3, torch.bfloat16: 5e-3}
 HELD_OUT, TRAINED = 24, 120
 
 
@@ -86,5 +87,6 @@ def test_merged_model_scores_like_the_adapter_on_its_training_base(
         untrained = held_out_loss(modeling.load_for_inference(base.path, device), examples)
 
     assert merged_model.dtype == dtype  # cast once, to the serving dtype
-    assert abs(merged - adapter_on_base) <= BOUND * adapter_on_base, (merged, adapter_on_base)
-    assert abs(adapter_on_base - untrained) > 10 * BOUND * untrained, "the adapter learned nothing"
+    bound = BOUNDS[dtype]
+    assert abs(merged - adapter_on_base) <= bound * adapter_on_base, (merged, adapter_on_base)
+    assert abs(adapter_on_base - untrained) > 10 * bound * untrained, "the adapter learned nothing"
