@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from core.contracts import Endpoint
 from tasks.backends.local.openai_front import rename_event_line, rename_json
 from tasks.backends.local.processes import free_port, pid_alive, stop_process_group
+from tasks.backends.local.provision import LocalProvisioner
 from tasks.backends.local.server import LocalModelServer, front_environment
 from tasks.backends.local.store import LocalFolderStore
 from tests.conftest import REPO_ROOT
@@ -62,10 +64,8 @@ def wait_gone(pid: int, within_s: float = 20.0) -> bool:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Endpoint]:
     store = LocalFolderStore(tmp_path_factory.mktemp("store"))
-    store.path("models").mkdir()
-    store.path("models/tiny").symlink_to(tiny_model_dir, target_is_directory=True)
-    for folder in ("runs", "logs"):
-        store.path(folder).mkdir()
+    LocalProvisioner(store).ensure(on_log=lambda _: None)
+    shutil.copytree(tiny_model_dir, store.path("models/tiny"))
     server = LocalModelServer(store, engine="transformers", host="127.0.0.1", port=0)
     endpoint = server.deploy("models/tiny", SERVED, deadline_s=240)
     try:

@@ -40,7 +40,10 @@ from starlette.routing import Route
 CHILD_GRACE_S = 5.0  # under stop_process_group's 10 s, so the front outlives its child
 # Hop-by-hop and length/encoding headers: the front sets its own (bodies may be rewritten).
 REQUEST_HEADERS_DROPPED = {"host", "content-length", "connection", "transfer-encoding"}
-RESPONSE_HEADERS_DROPPED = {"content-length", "connection", "transfer-encoding", "content-encoding"}
+RESPONSE_HEADERS_DROPPED = {
+    *("content-length", "connection", "transfer-encoding", "content-encoding"),
+    *("date", "server"),  # the front's own server sets these
+}
 PR_SET_PDEATHSIG = 1
 
 
@@ -224,6 +227,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.should_exit = True
 
     threading.Thread(target=exit_with_child, daemon=True).start()
+    print(
+        f"openai_front: serving {args.served_name!r} on http://{args.host}:{args.port} in front "
+        f"of the model server on 127.0.0.1:{args.upstream_port}",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         server.run()
     finally:
