@@ -20,7 +20,8 @@ def test_a_non_editable_install_ships_the_job_image(tmp_path: Path) -> None:
     probe = (
         "import flows.training_job as m, deployments, json, pathlib;"
         "print(m.__file__); print(json.dumps([p.name for p in m.JOB_IMAGE_DIR.iterdir()]));"
-        "print(json.dumps([p.name for p in pathlib.Path(deployments.__file__).parent.iterdir()]))"
+        "print(json.dumps([p.name for p in pathlib.Path(deployments.__file__).parent.iterdir()]));"
+        "import tasks.backends.local.openai_front as front; print(front.__file__)"
     )
     shown = subprocess.run(
         [sys.executable, "-c", probe],
@@ -32,3 +33,4 @@ def test_a_non_editable_install_ships_the_job_image(tmp_path: Path) -> None:
     expected = {p.name for p in (REPO_ROOT / "job_image").iterdir() if p.name != "__pycache__"}
     assert expected <= shipped, f"missing from the package: {sorted(expected - shipped)}"
     assert {"demo.env", "cloud-run-v2-base-job-template.json"} <= set(json.loads(shown[2]))
+    assert shown[3].startswith(str(target)), "the local server's front runs from the package"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from tasks.backends.local.processes import free_port, pid_alive, stop_process_gr
 from tasks.backends.local.store import LocalFolderStore
 
 STATE_FILE = "serving.json"
+LOOPBACK = "127.0.0.1"  # where the front reaches `transformers serve`
 READY_POLL_S = 0.5
 
 
@@ -50,16 +52,36 @@ def vllm_command(model_dir: Path, served_name: str, host: str, port: int) -> lis
 
 
 def transformers_command(served_name: str, host: str, port: int) -> list[str]:
-    """`transformers serve` answers only to the model path it preloads, so that path *is*
-    the served name: a link named `served_name` in the server's working directory."""
+    """`transformers serve` on a loopback port behind our front (`openai_front`), which lists
+    the served name at `/v1/models` and names the model as requested in answers (transformers
+    alone answers `/v1/models` from the hub cache and says `<name>@main`).
+
+    `transformers serve` answers only to the model path it preloads, so that path *is* the
+    served name: a link named `served_name` in the server's working directory."""
     executable = Path(sys.executable).with_name("transformers")
     program = str(executable) if executable.exists() else shutil.which("transformers")
-    if program is None:
+    if program is None or importlib.util.find_spec("uvicorn") is None:
         raise ConfigurationError(
             "serving.engine: `transformers serve` not found; install the `serve` extra "
             "(pip install -e '.[serve]')"
         )
-    return [program, "serve", served_name, "--host", host, "--port", str(port)]
+    inner = free_port(LOOPBACK)
+    while inner == port:
+        inner = free_port(LOOPBACK)
+    return [
+        sys.executable, "-m", "tasks.backends.local.openai_front",
+        "--served-name", served_name, "--host", host, "--port", str(port),
+        "--upstream-port", str(inner),
+        "--", program, "serve", served_name, "--host", LOOPBACK, "--port", str(inner),
+    ]  # fmt: skip
+
+
+def front_environment() -> dict[str, str]:
+    """The front runs as `python -m tasks…` from the server's work folder: put the folder that
+    holds this `tasks` package first on its path, so it runs this code even uninstalled."""
+    root = str(Path(__file__).resolve().parents[3])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([root, path] if path else [root])}
 
 
 class LocalModelServer:
@@ -90,6 +112,7 @@ class LocalModelServer:
         port = self.port or free_port(self.host)
         workdir = self.store.path(f"runs/serve-{port}")
         workdir.mkdir(parents=True, exist_ok=True)
+        environment = None
         if engine == "vllm":
             command = vllm_command(model_dir, served_model_name, self.host, port)
         else:
@@ -97,6 +120,7 @@ class LocalModelServer:
             link.unlink(missing_ok=True)
             link.symlink_to(model_dir, target_is_directory=True)
             command = transformers_command(served_model_name, self.host, port)
+            environment = front_environment()
         log_path = self.store.path(f"logs/server-{port}.log")
         with log_path.open("w") as log:
             process = subprocess.Popen(
@@ -105,6 +129,7 @@ class LocalModelServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env=environment,
                 start_new_session=True,  # survives this run when asked to keep serving
             )
         endpoint = Endpoint(
