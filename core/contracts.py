@@ -261,3 +261,12 @@ class Backend:
     runner: JobRunner
     server: ModelServer
     teardown: Teardown
+
+
+@runtime_checkable
+class ServingLookup(Protocol):
+    """Which model versions serve now; reads only (`models list`, rollback, plan)."""
+
+    def serving(self) -> dict[str, str]:
+        """Lineage key → where it serves ("100% of service S, revision R"); {} when none."""
+        ...

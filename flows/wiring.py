@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.contracts import Backend, ConfigurationError
+from core.contracts import Backend, ConfigurationError, ServingLookup
 from flows.settings import PipelineSettings
 
 
@@ -21,3 +21,14 @@ def build_backend(settings: PipelineSettings) -> Backend:
             f"backend 'gcp' needs the gcp extra ({error.name} is missing): pip install -e '.[gcp]'"
         ) from None
     return build_gcp_backend(settings.gcp)
+
+
+def build_serving_lookup(backend: Backend) -> ServingLookup:
+    """Which version serves now, read from the backend's own server (a read-only view)."""
+    if backend.name == "local":
+        from tasks.backends.local.versions import LocalServingLookup
+
+        return LocalServingLookup(backend.server)  # type: ignore[arg-type]
+    from tasks.backends.gcp.versions import CloudRunServingLookup
+
+    return CloudRunServingLookup(backend.server)  # type: ignore[arg-type]
