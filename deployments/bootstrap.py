@@ -8,6 +8,9 @@
   `deployments/cloud-run-v2-base-job-template.json`, with project and region filled in.
 * `gcs-bucket/emoji-finetune-results` (with `--results-bucket`): where the Cloud Run
   deployment keeps task results and cache records, since its containers are thrown away.
+* `custom-webhook/emoji-finetune-alerts` + the `emoji-finetune-alerts` automation (when
+  `PIPELINE_ALERTS__WEBHOOK_URL` is set): one message per failed or crashed run
+  (`deployments/alerts.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.exceptions import ObjectNotFound
+
+from deployments.alerts import AlertSettings, ensure_alerts
 
 LOCAL_POOL = "emoji-local"
 CLOUD_RUN_POOL = "emoji-cloud-run"
@@ -107,6 +112,9 @@ def bootstrap(
         }
     if results_bucket:
         outcomes[f"block gcs-bucket/{RESULTS_BLOCK}"] = ensure_results_block(results_bucket)
+    webhook_url = AlertSettings().webhook_url
+    if webhook_url is not None:
+        outcomes |= ensure_alerts(webhook_url.get_secret_value())
     return outcomes
 
 
