@@ -15,6 +15,7 @@ from typing import Any
 from pydantic.fields import FieldInfo
 
 from core.contracts import ConfigurationError, PipelineError
+from core.plan import PipelinePlan, render_plan
 from core.revisions import check_dataset_source, check_model_source
 from flows.settings import PipelineSettings, SettingsError, load_settings
 from flows.wiring import build_backend
@@ -103,6 +104,18 @@ def build_parser(
     return parser
 
 
+def finetune_parser() -> argparse.ArgumentParser:
+    """The pipeline's command line: the settings options plus `--plan`."""
+    parser = build_parser()
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="only print what a run would create, build, train and deploy, and its cost; "
+        "send no request that changes anything and start no training",
+    )
+    return parser
+
+
 def overrides_from_args(namespace: argparse.Namespace) -> dict[str, Any]:
     """`{"model": {"base_model": …}, "backend": …}` from the options actually given."""
     overrides: dict[str, Any] = {}
@@ -122,7 +135,7 @@ def settings_from_namespace(namespace: argparse.Namespace) -> PipelineSettings:
 
 def settings_from_argv(argv: Sequence[str] | None) -> PipelineSettings:
     """Parse, validate and preflight; raises SettingsError/ConfigurationError with one line."""
-    settings = settings_from_namespace(build_parser().parse_args(argv))
+    settings = settings_from_namespace(finetune_parser().parse_args(argv))
     check_model_source(settings.model.base_model)
     check_dataset_source(settings.data.dataset)
     build_backend(settings)  # an unavailable backend is a settings error too
@@ -138,14 +151,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from flows.finetune import finetune_pipeline
 
+    plan = finetune_parser().parse_args(argv).plan  # parsed once already: cannot fail now
     try:
-        result = finetune_pipeline(settings)
+        result = finetune_pipeline(settings, plan=plan)
     except ConfigurationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if isinstance(result, PipelinePlan):
+        print(render_plan(result))
+        return 0
     print_summary(result)
     return 0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.contracts import Backend, ConfigurationError, ServingLookup
+from core.contracts import Backend, ConfigurationError, Inventory, ServingLookup
 from flows.settings import PipelineSettings
 
 
@@ -32,3 +32,15 @@ def build_serving_lookup(backend: Backend) -> ServingLookup:
     from tasks.backends.gcp.versions import CloudRunServingLookup
 
     return CloudRunServingLookup(backend.server)  # type: ignore[arg-type]
+
+
+def build_inventory(backend: Backend) -> Inventory:
+    """What of the backend's infrastructure exists (plan mode); reads only."""
+    if backend.name == "local":
+        from tasks.backends.local.inventory import LocalInventory
+
+        return LocalInventory(backend.store)  # type: ignore[arg-type]
+    from tasks.backends.gcp.inventory import GcpInventory
+
+    provisioner = backend.provisioner
+    return GcpInventory(provisioner.clients, provisioner.names)  # type: ignore[attr-defined]
