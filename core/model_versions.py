@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.contracts import ArtifactStore
+from core.contracts import ArtifactStore, ConfigurationError
 from core.lineage import MODELS_PREFIX, model_prefix
 from core.quality_gate import QualityThresholds, quality_problems
 
@@ -186,3 +186,40 @@ def format_table(rows: list[dict[str, str]]) -> str:
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
     lines += ["  ".join(row[c].ljust(widths[c]) for c in columns) for row in rows]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def choose_rollback(versions: list[ModelVersion], to: str | None, previous: bool) -> ModelVersion:
+    """The version `rollback` may serve, or a ConfigurationError saying why not.
+
+    `to` may be a unique prefix of a lineage key. Only a passed version is ever put back: a
+    rejected one failed the gate, an incomplete one has no sealed weights.
+    """
+    if (to is None) == (not previous):
+        raise ConfigurationError("rollback: give exactly one of --to KEY or --previous")
+    if to is not None:
+        matches = [v for v in versions if v.key.startswith(to)]
+        if len(matches) != 1:
+            found = "no" if not matches else f"{len(matches)}"
+            raise ConfigurationError(
+                f"rollback --to {to}: {found} model versions match; "
+                "`python -m flows.models list` shows every key"
+            )
+        target = matches[0]
+    else:
+        candidate = previous_passed(versions)
+        if candidate is None:
+            raise ConfigurationError(
+                "rollback --previous: no passed version older than the serving one; "
+                "`python -m flows.models list` shows every version and its verdict"
+            )
+        target = candidate
+    if target.verdict != PASSED:
+        raise ConfigurationError(
+            f"rollback: version {target.key} is {target.verdict} ({'; '.join(target.reasons)}) "
+            "and is never served; pick a passed version from `python -m flows.models list`"
+        )
+    if target.serving:
+        raise ConfigurationError(
+            f"rollback: version {target.key} already serves ({target.serving}); nothing to do"
+        )
+    return target

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from core.contracts import ConfigurationError, PipelineError
+from core.contracts import Backend, ConfigurationError, PipelineError
 from core.model_versions import ModelVersion, format_table, list_versions, table_rows
 from core.quality_gate import QualityThresholds
 from flows.cli import build_parser, settings_from_namespace
@@ -25,9 +25,11 @@ from flows.wiring import build_backend, build_serving_lookup
 ARTIFACT_KEY = "model-versions"
 
 
-def collect_versions(settings: PipelineSettings) -> list[ModelVersion]:
+def collect_versions(
+    settings: PipelineSettings, backend: Backend | None = None
+) -> list[ModelVersion]:
     """Read the store and the live server; no Prefect needed (the CLI stays fast)."""
-    backend = build_backend(settings)
+    backend = backend or build_backend(settings)
     defaults = TrainingSettings().model_dump(mode="json", exclude={"timeout_s"})
     thresholds = QualityThresholds(**settings.quality.model_dump())
     serving = build_serving_lookup(backend).serving()

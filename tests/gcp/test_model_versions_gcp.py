@@ -25,8 +25,9 @@ def world(gcs_emulator: str) -> Iterator[FakeGoogleCloud]:
 
 
 def publish(world: FakeGoogleCloud, model_dir: Path, key: str, lora_r: int) -> None:
+    training = {"lora_r": lora_r, "method": "qlora"}
     lineage = {"base_model": "tiny", "base_model_revision": "sha256:00", "dataset": "d.jsonl",
-               "dataset_revision": "sha256:11", "training": {"lora_r": lora_r, "method": "qlora"}}  # fmt: skip
+               "dataset_revision": "sha256:11", "training": training}  # fmt: skip
     args = ["--output-dir", f"/mnt/store/models/{key}", "--lineage-key", key,
             "--lineage-json", json.dumps(lineage)]  # fmt: skip
     world.publish_model(model_dir, args)

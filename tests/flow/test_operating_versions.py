@@ -8,19 +8,25 @@ an operator lists and rolls back through.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import emoji
 import pytest
 from prefect.artifacts import Artifact
 from prefect.testing.utilities import prefect_test_harness
 
 from core.model_versions import PASSED
+from flows import rollback as rollback_cli
 from flows.finetune import PipelineResult, finetune_pipeline
 from flows.models import ARTIFACT_KEY, main, model_versions
+from flows.rollback import rollback
 from flows.settings import PipelineSettings
 from tasks.backends.local.processes import pid_alive, stop_process_group
+from tasks.backends.local.server import LocalModelServer
+from tasks.backends.local.store import LocalFolderStore
 from tests.flow.test_pipeline_local import make_settings
 
 
@@ -79,3 +85,55 @@ def test_models_list_shows_every_version_and_the_serving_one(
     assert printed[0].split()[:3] == ["key", "created", "base"]
     serving_line = next(line for line in printed if history.newer.lineage_key in line)
     assert "transformers at http://" in serving_line and "passed" in serving_line
+
+
+def live_model(store: Path) -> str | None:
+    server = LocalModelServer(LocalFolderStore(store), "transformers", "127.0.0.1", 0)
+    live = server.live()
+    prefix = server.served_prefix(live) if live is not None else None
+    return prefix.rsplit("/", 1)[-1] if prefix else None
+
+
+def test_rollback_refuses_rejected_and_incomplete_versions_with_the_reason(
+    history: History, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIPELINE_QUALITY__MAX_LOSS_REGRESSION", "0.1")
+    models = history.store / "models"
+    rejected, partial = models / "deadbeef00000000", models / "feedface00000000"
+    shutil.copytree(models / history.older.lineage_key, rejected)
+    (rejected / "REJECTED.json").write_text(json.dumps({"reasons": ["emoji_only_rate 0.2 < 0.5"]}))
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"half-written")
+    serving_before = live_model(history.store)
+    try:
+        for key, reason in [("deadbeef", "rejected (emoji_only_rate 0.2 < 0.5)"),
+                            ("feedface", "incomplete (no MANIFEST.json"),
+                            ("0000", "no model versions match")]:  # fmt: skip
+            assert rollback_cli.main(["--to", key, "--store", str(history.store)]) == 2
+            error = capsys.readouterr().err.strip().splitlines()
+            assert len(error) == 1 and reason in error[0], error
+        assert live_model(history.store) == serving_before, "a refusal changes nothing"
+    finally:
+        shutil.rmtree(rejected)
+        shutil.rmtree(partial)
+
+
+def test_rollback_previous_serves_the_older_version_after_its_smoke_test(
+    history: History,
+) -> None:
+    assert live_model(history.store) == history.newer.lineage_key
+
+    result = rollback(history.settings, previous=True)
+
+    try:
+        assert result.lineage_key == history.older.lineage_key
+        assert result.replaced == (history.newer.lineage_key,)
+        assert emoji.emoji_count(result.answer) > 0
+        assert live_model(history.store) == history.older.lineage_key
+        assert pid_alive(int(result.endpoint.server_id))
+        assert not pid_alive(int(history.newer.endpoint.server_id)), "the old server retired"
+        versions = {v.key: v for v in model_versions(history.settings)}
+        assert versions[history.older.lineage_key].serving.startswith("transformers at")
+        assert versions[history.newer.lineage_key].serving == ""
+    finally:
+        stop_process_group(int(result.endpoint.server_id))
