@@ -16,7 +16,10 @@ DATA_SUFFIXES = (".jsonl", ".json", ".csv")
 
 
 def looks_like_path(value: str) -> bool:
-    """Hub ids are `owner/name`; anything absolute, relative-dotted or with a suffix is a path."""
+    """Hub ids are `owner/name`; anything absolute, relative-dotted or with a suffix is a path
+    (a `gs://` object is neither: its revision is the object's generation)."""
+    if value.startswith("gs://"):
+        return False
     return (
         value.startswith(("/", "./", "../", "~"))
         or value.endswith(DATA_SUFFIXES)

@@ -13,9 +13,11 @@ from pathlib import Path
 from prefect import get_run_logger
 
 from core.contracts import ImageRef, TrainJobSpec
+from core.dataset_events import is_gcs_uri
 from core.lineage import Lineage
 from core.revisions import looks_like_path, resolve_dataset_revision, resolve_model_revision
 from flows.settings import PipelineSettings
+from flows.wiring import pin_gcs_generation
 
 JOB_IMAGE_DIR = Path(__file__).resolve().parent.parent / "job_image"
 
@@ -24,6 +26,9 @@ def pin_revisions(settings: PipelineSettings) -> tuple[str, str]:
     """(model revision, dataset revision) the run trains on; fails on bad paths or
     unresolvable revisions before anything is created."""
     model_revision = resolve_model_revision(settings.model.base_model, settings.model.revision)
+    data = settings.data
+    if is_gcs_uri(data.dataset):  # the object's generation (the one the event announced)
+        return model_revision, pin_gcs_generation(settings, data.dataset, data.revision)
     dataset_revision = resolve_dataset_revision(settings.data.dataset, settings.data.revision)
     if settings.data.revision and settings.data.revision != dataset_revision:
         get_run_logger().warning(

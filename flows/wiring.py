@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from core.contracts import Backend, ConfigurationError, Inventory, ServingLookup
 from flows.settings import PipelineSettings
+
+if TYPE_CHECKING:
+    from tasks.backends.gcp.events import DatasetSubscription
 
 
 def build_backend(settings: PipelineSettings) -> Backend:
@@ -44,3 +49,25 @@ def build_inventory(backend: Backend) -> Inventory:
 
     provisioner = backend.provisioner
     return GcpInventory(provisioner.clients, provisioner.names)  # type: ignore[attr-defined]
+
+
+def build_dataset_subscription(project: str, subscription: str) -> DatasetSubscription:
+    """The Pub/Sub subscription of the dataset bucket's notifications (gcp extra)."""
+    from tasks.backends.gcp.events import DatasetSubscription
+
+    return DatasetSubscription(project, subscription)
+
+
+def pin_gcs_generation(settings: PipelineSettings, uri: str, requested: str | None) -> str:
+    """The object generation a `gs://` dataset trains on (gcp extra; reads only)."""
+    try:
+        from tasks.backends.gcp.clients import GoogleClients
+        from tasks.backends.gcp.events import pinned_generation
+    except ImportError as error:
+        raise ConfigurationError(
+            f"data.dataset: a gs:// dataset needs the gcp extra ({error.name} is missing); "
+            "pip install -e '.[gcp]'"
+        ) from None
+    gcp = settings.gcp  # object reads name the bucket; the project only labels the client
+    clients = GoogleClients(gcp.project or "unset", gcp.api_endpoints, invoker_account="")
+    return pinned_generation(clients.storage, uri, requested)

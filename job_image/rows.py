@@ -6,10 +6,12 @@ bad dataset fails the run at once with one line instead of after minutes of mode
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gcs_object
 import revisions
 from config import InputArguments, InputError
 
@@ -66,6 +68,10 @@ def to_messages(row: dict[str, Any]) -> dict[str, Any]:
 
 def read_dataset(inputs: InputArguments) -> tuple[Any, str]:
     """(raw rows, exact revision): a local .jsonl/.csv file, or a hub dataset at a revision."""
+    if gcs_object.is_gcs_uri(inputs.dataset):  # the exact generation the lineage records
+        folder = Path(tempfile.mkdtemp(prefix="dataset-"))
+        local = gcs_object.download_generation(inputs.dataset, inputs.dataset_revision, folder)
+        return _read_local(local), str(inputs.dataset_revision)
     path = Path(inputs.dataset).expanduser()
     if path.suffix.lower() in LOCAL_SUFFIXES or path.exists():
         return _read_local(path), revisions.local_revision(path)
