@@ -54,21 +54,24 @@ def announce(upload: DatasetUpload) -> bool:
     """Emit the change unless this generation is not newer than the last one acted on."""
     variable = state_variable_name(upload.dataset)
     previous = Variable.get(variable, default=None)
+    logger = get_run_logger()
     if not is_newer(upload.generation, previous):
-        get_run_logger().info(
-            "%s generation %s: not newer than %s, ignored", upload.dataset, upload.generation,
-            previous,
-        )  # fmt: skip
+        logger.info("%s#%s: not above %s, ignored", upload.dataset, upload.generation, previous)
         return False
     emit_event(
         event=EVENT_NAME,
-        resource={"prefect.resource.id": resource_id(upload.dataset),
-                  "prefect.resource.name": upload.dataset},
-        payload={"dataset": upload.dataset, "old_revision": previous,
-                 "new_revision": upload.generation},
-    )  # fmt: skip
+        resource={
+            "prefect.resource.id": resource_id(upload.dataset),
+            "prefect.resource.name": upload.dataset,
+        },
+        payload={
+            "dataset": upload.dataset,
+            "old_revision": previous,
+            "new_revision": upload.generation,
+        },
+    )
     Variable.set(variable, upload.generation, overwrite=True)
-    get_run_logger().info("%s: new generation %s announced", upload.dataset, upload.generation)
+    logger.info("%s: new generation %s announced", upload.dataset, upload.generation)
     return True
 
 
