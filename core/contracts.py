@@ -267,3 +267,30 @@ class Backend:
     runner: JobRunner
     server: ModelServer
     teardown: Teardown
+
+
+@runtime_checkable
+class ServingLookup(Protocol):
+    """Which model versions serve now; reads only (`models list`, rollback, plan)."""
+
+    def serving(self) -> dict[str, str]:
+        """Lineage key → where it serves ("100% of service S, revision R"); {} when none."""
+        ...
+
+
+@dataclass(frozen=True)
+class ResourceState:
+    """One resource a run needs, as plan mode found it: `exists` is None when it could not
+    be read (e.g. its API is not enabled yet), which a plan treats as "would be created"."""
+
+    kind: str
+    name: str
+    exists: bool | None
+    detail: str = ""
+
+
+@runtime_checkable
+class Inventory(Protocol):
+    """What of a backend's infrastructure exists already; reads only (plan mode)."""
+
+    def resources(self) -> list[ResourceState]: ...

@@ -17,7 +17,10 @@ HUB_TIMEOUT_S = 10  # one metadata request; a hub that needs longer is as good a
 
 
 def looks_like_path(value: str) -> bool:
-    """Hub ids are `owner/name`; anything absolute, relative-dotted or with a suffix is a path."""
+    """Hub ids are `owner/name`; anything absolute, relative-dotted or with a suffix is a path
+    (a `gs://` object is neither: its revision is the object's generation)."""
+    if value.startswith("gs://"):
+        return False
     return (
         value.startswith(("/", "./", "../", "~"))
         or value.endswith(DATA_SUFFIXES)

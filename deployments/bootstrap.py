@@ -8,6 +8,11 @@
   `deployments/cloud-run-v2-base-job-template.json`, with project and region filled in.
 * `gcs-bucket/emoji-finetune-results` (with `--results-bucket`): where the Cloud Run
   deployment keeps task results and cache records, since its containers are thrown away.
+* `custom-webhook/emoji-finetune-alerts` + the `emoji-finetune-alerts` automation (when
+  `PIPELINE_ALERTS__WEBHOOK_URL` is set): one message per failed or crashed run
+  (`deployments/alerts.py`).
+* the Pub/Sub topic + subscription of dataset events and the bucket's notification config
+  (when `PIPELINE_EVENTS__PROJECT` is set; `deployments/events.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ from typing import Any
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.exceptions import ObjectNotFound
+
+from deployments.alerts import AlertSettings, ensure_alerts
+from deployments.events import ensure_dataset_events
+from flows.dataset_events import DatasetEventSettings
 
 LOCAL_POOL = "emoji-local"
 CLOUD_RUN_POOL = "emoji-cloud-run"
@@ -107,6 +116,12 @@ def bootstrap(
         }
     if results_bucket:
         outcomes[f"block gcs-bucket/{RESULTS_BLOCK}"] = ensure_results_block(results_bucket)
+    dataset_events = DatasetEventSettings()
+    if dataset_events.project:
+        outcomes |= ensure_dataset_events(dataset_events)
+    webhook_url = AlertSettings().webhook_url
+    if webhook_url is not None:
+        outcomes |= ensure_alerts(webhook_url.get_secret_value())
     return outcomes
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic.fields import FieldInfo
 
 from core.contracts import ConfigurationError, PipelineError
+from core.plan import PipelinePlan, render_plan
 from flows.parameters import PipelineParameters
 from flows.settings import CLI_OPTIONS, PipelineSettings, SettingsError, env_variable, load_settings
 from flows.training_job import check_hub_inputs, check_inputs
@@ -72,6 +73,18 @@ def build_parser(
     return parser
 
 
+def finetune_parser() -> argparse.ArgumentParser:
+    """The pipeline's command line: the settings options plus `--plan`."""
+    parser = build_parser()
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="only print what a run would create, build, train and deploy, and its cost; "
+        "send no request that changes anything and start no training",
+    )
+    return parser
+
+
 def overrides_from_args(namespace: argparse.Namespace) -> dict[str, Any]:
     """`{"model": {"base_model": …}, "backend": …}` from the options actually given."""
     overrides: dict[str, Any] = {}
@@ -118,7 +131,8 @@ def preflight(namespace: argparse.Namespace) -> PipelineParameters:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        parameters = preflight(build_parser().parse_args(argv))
+        namespace = finetune_parser().parse_args(argv)
+        parameters = preflight(namespace)
     except (SettingsError, ConfigurationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -126,13 +140,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from flows.finetune import finetune_pipeline
 
     try:
-        result = finetune_pipeline(parameters)
+        result = finetune_pipeline(parameters, plan=namespace.plan)
     except ConfigurationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if isinstance(result, PipelinePlan):
+        print(render_plan(result))
+        return 0
     print_summary(result)
     return 0
 

@@ -3,18 +3,15 @@
 Read top to bottom, this is the runbook. Each step is a Prefect task that retries transient
 failures only; provision, build, train and verify are cached on what the world still has
 (`tasks/policy.py`), so a rerun with nothing changed trains nothing.
-
-    python -m flows.finetune --help
 """
 
 from __future__ import annotations
-
-import sys
 
 from prefect import flow, get_run_logger
 
 from core.report import PipelineResult
 from flows.parameters import NOTHING_SET, PipelineParameters
+from flows.plan import RunOutcome, plan_run
 from flows.steps import StepRecorder
 from flows.training_job import JOB_IMAGE_DIR, make_lineage, pin_revisions, train_job_spec
 from flows.wiring import build_backend
@@ -28,15 +25,18 @@ from tasks.verify import verify
 
 
 @flow(name="emoji-finetune", log_prints=True)
-def finetune_pipeline(settings: PipelineParameters = NOTHING_SET) -> PipelineResult:
+def finetune_pipeline(settings: PipelineParameters = NOTHING_SET, plan: bool = False) -> RunOutcome:
     """Fine-tune the base model on the emoji dataset and serve it behind /v1/chat/completions.
 
     Args:
         settings: The settings to change for this run, grouped by step. Empty fields come from
             the worker's PIPELINE_* environment and `.env`, then the defaults (the codelab's).
+        plan: Only report what a run would create, build, train and deploy, and its cost.
     """
     settings = settings.resolve()  # → PipelineSettings, validated; fails here on a bad value
     backend = build_backend(settings)
+    if plan:  # reads only: no request that changes anything, no training process
+        return plan_run(settings, backend)
     step = StepRecorder()
 
     # 0. Preflight: pin the inputs (fails on bad paths, rows or revisions, creating nothing).
@@ -97,4 +97,4 @@ def finetune_pipeline(settings: PipelineParameters = NOTHING_SET) -> PipelineRes
 if __name__ == "__main__":
     from flows.cli import main
 
-    sys.exit(main())
+    raise SystemExit(main())

@@ -10,10 +10,14 @@ from __future__ import annotations
 import time
 from typing import Any, ParamSpec, TypeVar
 
-from prefect import Task
+import httpx
+from prefect import Task, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
 
 from core.report import StepRecord
 
+FAILED_STEP_LABEL = "emoji-finetune.failed-step"  # read by the alert (deployments/alerts.py)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -30,4 +34,19 @@ class StepRecorder:
         state = step(*args, return_state=True, **kwargs)
         elapsed = time.perf_counter() - started
         self.records.append(StepRecord(step.name, state.name or state.type.value, elapsed))
+        if state.is_failed() or state.is_crashed():
+            label_failed_step(step.name)
         return state.result()
+
+
+def label_failed_step(name: str) -> None:
+    """Label the flow run with the step that failed, so an alert can name it (the run's
+    state message only carries the error). Best effort: the step's own error must win."""
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run_labels(context.flow_run.id, {FAILED_STEP_LABEL: name})
+    except httpx.HTTPError as error:  # Prefect's API errors are httpx's
+        get_run_logger().warning("could not label the failed step %s: %s", name, error)

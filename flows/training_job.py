@@ -12,6 +12,7 @@ from pathlib import Path
 from prefect import get_run_logger
 
 from core.contracts import ImageRef, TrainJobSpec
+from core.dataset_events import is_gcs_uri
 from core.dataset_rows import check_dataset_rows
 from core.lineage import Lineage
 from core.revisions import (
@@ -22,6 +23,7 @@ from core.revisions import (
     resolve_model_revision,
 )
 from flows.settings import PipelineSettings
+from flows.wiring import pin_gcs_generation
 
 JOB_IMAGE_DIR = Path(__file__).resolve().parent.parent / "job_image"
 
@@ -51,6 +53,9 @@ def pin_revisions(settings: PipelineSettings) -> tuple[str, str]:
     unresolvable revisions before anything is created."""
     check_inputs(settings)
     model_revision = resolve_model_revision(settings.model.base_model, settings.model.revision)
+    data = settings.data
+    if is_gcs_uri(data.dataset):  # the object's generation (the one the event announced)
+        return model_revision, pin_gcs_generation(settings, data.dataset, data.revision)
     dataset_revision = resolve_dataset_revision(settings.data.dataset, settings.data.revision)
     if settings.data.revision and settings.data.revision != dataset_revision:
         get_run_logger().warning(

@@ -10,11 +10,13 @@ instead of being dropped silently or reported by the parser as a 0-based row.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gcs_object
 import revisions
 from config import InputArguments, InputError
 
@@ -102,6 +104,10 @@ def _json_type(value: object) -> str:
 
 def read_dataset(inputs: InputArguments) -> tuple[Any, str]:
     """(raw rows, exact revision): a local .jsonl/.csv file, or a hub dataset at a revision."""
+    if gcs_object.is_gcs_uri(inputs.dataset):  # the exact generation the lineage records
+        folder = Path(tempfile.mkdtemp(prefix="dataset-"))
+        local = gcs_object.download_generation(inputs.dataset, inputs.dataset_revision, folder)
+        return _read_local(local), str(inputs.dataset_revision)
     path = Path(inputs.dataset).expanduser()
     if path.suffix.lower() in LOCAL_SUFFIXES or path.exists():
         return _read_local(path), revisions.local_revision(path)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -25,6 +26,7 @@ from tasks.backends.local.store import LocalFolderStore
 
 STATE_FILE = "serving.json"
 LOOPBACK = "127.0.0.1"  # where the front reaches `transformers serve`
+SERVED_MODEL_FILE = "model.json"  # in each server's working folder: which version it serves
 READY_POLL_S = 0.5
 
 
@@ -113,6 +115,7 @@ class LocalModelServer:
         workdir = self.store.path(f"runs/serve-{port}")
         workdir.mkdir(parents=True, exist_ok=True)
         environment = None
+        (workdir / SERVED_MODEL_FILE).write_text(json.dumps({"model_prefix": model_prefix}))
         if engine == "vllm":
             command = vllm_command(model_dir, served_model_name, self.host, port)
         else:
@@ -144,6 +147,18 @@ class LocalModelServer:
             stop_process_group(process.pid)
             raise
         return endpoint
+
+    def served_prefix(self, endpoint: Endpoint) -> str | None:
+        """The store prefix of the model `endpoint` serves (recorded when it was deployed)."""
+        port = urlsplit(endpoint.base_url).port
+        try:
+            record = json.loads(
+                self.store.path(f"runs/serve-{port}/{SERVED_MODEL_FILE}").read_text()
+            )
+        except (OSError, ValueError):
+            return None
+        prefix = record.get("model_prefix") if isinstance(record, dict) else None
+        return prefix if isinstance(prefix, str) else None
 
     def promote(self, endpoint: Endpoint) -> None:
         previous = self.live()

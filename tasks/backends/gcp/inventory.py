@@ -1,0 +1,65 @@
+"""What already exists in the project (plan mode): one GET per resource, never a write.
+
+A fresh project answers 403 SERVICE_DISABLED until `provision` enables the APIs; such a
+resource is reported as unknown (`exists=None`), which a plan shows as "would be created".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from google.api_core import exceptions as gexc
+from google.cloud import service_usage_v1
+
+from core.contracts import PipelineError, ResourceState
+from tasks.backends.gcp.clients import GoogleClients
+from tasks.backends.gcp.config import API_NAMES, GcpNames
+from tasks.backends.gcp.errors import google_call, http_error_to_api_error
+
+
+class GcpInventory:
+    """`Inventory` of the APIs, account, bucket, secret, registry, job and service."""
+
+    def __init__(self, clients: GoogleClients, names: GcpNames) -> None:
+        self.clients = clients
+        self.names = names
+
+    def resources(self) -> list[ResourceState]:
+        names, c = self.names, self.clients
+        account = f"projects/{names.project}/serviceAccounts/{names.service_account_email}"
+        checks: list[tuple[str, str, Callable[[], object]]] = [
+            *(("api", f"{api}.googleapis.com", self._api_enabled(api)) for api in API_NAMES),
+            ("service account", names.service_account_email,
+             lambda: c.iam.projects().serviceAccounts().get(name=account).execute()),
+            ("bucket", f"gs://{names.bucket}", lambda: c.storage.lookup_bucket(names.bucket)),
+            ("secret", names.secret_id, lambda: c.secrets.get_secret(name=names.secret)),
+            ("registry", names.repository_id,
+             lambda: c.registry.get_repository(name=names.repository)),
+            ("job", names.job_id, lambda: c.jobs.get_job(name=names.job)),
+            ("service", names.service_id, lambda: c.services.get_service(name=names.service)),
+        ]  # fmt: skip
+        return [self._probe(kind, name, read) for kind, name, read in checks]
+
+    def _api_enabled(self, api: str) -> Callable[[], object]:
+        name = f"projects/{self.names.project}/services/{api}.googleapis.com"
+
+        def read() -> object:
+            request = service_usage_v1.GetServiceRequest(name=name)
+            service = self.clients.service_usage.get_service(request=request)
+            return service if service.state == service_usage_v1.State.ENABLED else None
+
+        return read
+
+    def _probe(self, kind: str, name: str, read: Callable[[], object]) -> ResourceState:
+        try:
+            with google_call(self.names, "read", f"{kind} {name}"):
+                try:
+                    found = read()
+                except Exception as error:  # IAM's discovery client raises its own HttpError
+                    converted = http_error_to_api_error(error)
+                    if not isinstance(converted, gexc.NotFound):
+                        raise converted from None
+                    found = None
+        except PipelineError as error:  # not readable yet (API disabled, no permission)
+            return ResourceState(kind, name, None, str(error).split(";")[0])
+        return ResourceState(kind, name, found is not None)
