@@ -19,7 +19,8 @@ from core.contracts import Backend, ConfigurationError, PipelineError
 from core.model_versions import ModelVersion, format_table, list_versions, table_rows
 from core.quality_gate import QualityThresholds
 from flows.cli import build_parser, settings_from_namespace
-from flows.settings import PipelineSettings, SettingsError, TrainingSettings, load_settings
+from flows.parameters import NOTHING_SET, PipelineParameters
+from flows.settings import PipelineSettings, SettingsError, TrainingSettings
 from flows.wiring import build_backend, build_serving_lookup
 
 ARTIFACT_KEY = "model-versions"
@@ -37,13 +38,14 @@ def collect_versions(
 
 
 @flow(name="emoji-models", log_prints=True)
-def model_versions(settings: PipelineSettings | None = None) -> list[ModelVersion]:
+def model_versions(settings: PipelineParameters = NOTHING_SET) -> list[ModelVersion]:
     """Publish every model version in the store as a table artifact (reads only).
 
     Args:
-        settings: Which backend and store to read; unset = the worker's environment.
+        settings: Which backend and store to read; empty fields come from the worker's
+            PIPELINE_* environment and `.env`, then the defaults.
     """
-    versions = collect_versions(settings or load_settings())
+    versions = collect_versions(settings.resolve())
     rows = table_rows(versions)
     serving = next((v.key for v in versions if v.serving), "none")
     create_table_artifact(

@@ -18,9 +18,10 @@ from prefect import flow, get_run_logger
 from core.contracts import ConfigurationError, Endpoint, PipelineError
 from core.lineage import model_prefix
 from core.model_versions import choose_rollback
-from flows.cli import build_parser, settings_from_namespace
+from flows.cli import as_parameters, build_parser, settings_from_namespace
 from flows.models import collect_versions
-from flows.settings import PipelineSettings, SettingsError, load_settings
+from flows.parameters import NOTHING_SET, PipelineParameters
+from flows.settings import SettingsError
 from flows.steps import StepRecorder
 from flows.wiring import build_backend
 from tasks.serve import deploy, promote
@@ -40,25 +41,26 @@ class RollbackResult:
 
 @flow(name="emoji-rollback", log_prints=True)
 def rollback(
-    settings: PipelineSettings | None = None, to: str | None = None, previous: bool = False
+    settings: PipelineParameters = NOTHING_SET, to: str | None = None, previous: bool = False
 ) -> RollbackResult:
     """Serve a previously passed model version again, smoke-tested before traffic moves.
 
     Args:
-        settings: Which backend and store; unset = the worker's environment.
+        settings: Which backend and store (and serving, quality settings); empty fields come
+            from the worker's PIPELINE_* environment and `.env`, then the defaults.
         to: Lineage key (or a unique prefix of it) of the version to serve.
         previous: Serve the newest passed version older than the one serving now.
     """
-    settings = settings or load_settings()
-    backend = build_backend(settings)
-    versions = collect_versions(settings, backend)
+    resolved = settings.resolve()
+    backend = build_backend(resolved)
+    versions = collect_versions(resolved, backend)
     target = choose_rollback(versions, to, previous)
     replaced = tuple(v.key for v in versions if v.serving)
     get_run_logger().info("rolling back to %s (serving now: %s)", target.key, replaced or "none")
-    step, serving, server = StepRecorder(), settings.serving, backend.server
+    step, serving, server = StepRecorder(), resolved.serving, backend.server
     prefix, prompt = model_prefix(target.key), serving.smoke_prompt
-    step(verify, backend, prefix, target.key, prompt, settings.quality.model_dump())
-    name = settings.model.served_model_name
+    step(verify, backend, prefix, target.key, prompt, resolved.quality.model_dump())
+    name = resolved.model.served_model_name
     endpoint = step(deploy, server, prefix, name, serving.startup_timeout_s)
     try:
         smoke = step(
@@ -84,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        result = rollback(settings, to=args.to, previous=args.previous)
+        result = rollback(as_parameters(settings, args), to=args.to, previous=args.previous)
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -48,7 +48,7 @@ def build_inventory(backend: Backend) -> Inventory:
     from tasks.backends.gcp.inventory import GcpInventory
 
     provisioner = backend.provisioner
-    return GcpInventory(provisioner.clients, provisioner.names)  # type: ignore[attr-defined]
+    return GcpInventory(provisioner.clients, provisioner.names, provisioner.calls)  # type: ignore[attr-defined]
 
 
 def build_dataset_subscription(project: str, subscription: str) -> DatasetSubscription:

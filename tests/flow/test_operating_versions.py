@@ -22,8 +22,8 @@ from core.model_versions import PASSED
 from flows import rollback as rollback_cli
 from flows.finetune import PipelineResult, finetune_pipeline
 from flows.models import ARTIFACT_KEY, main, model_versions
+from flows.parameters import PipelineParameters
 from flows.rollback import rollback
-from flows.settings import PipelineSettings
 from tasks.backends.local.processes import pid_alive, stop_process_group
 from tasks.backends.local.server import LocalModelServer
 from tasks.backends.local.store import LocalFolderStore
@@ -33,7 +33,7 @@ from tests.flow.test_pipeline_local import make_settings
 @dataclass(frozen=True)
 class History:
     store: Path
-    settings: PipelineSettings
+    settings: PipelineParameters
     older: PipelineResult
     newer: PipelineResult
 

@@ -3,6 +3,7 @@ emulator; the fake records every request, so "nothing changed" is asserted, not 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from prefect.testing.utilities import prefect_test_harness
 from core.plan import PipelinePlan
 from core.revisions import resolve_dataset_revision
 from flows.finetune import finetune_pipeline
-from flows.settings import PipelineSettings
+from flows.parameters import PipelineParameters
 from flows.training_job import JOB_IMAGE_DIR, make_lineage, pin_revisions, train_job_spec
 from tasks.backends.gcp.backend import build_gcp_backend
 from tests.fakes.gcp_world import FakeGoogleCloud, fake_google_cloud
@@ -27,19 +28,20 @@ def harness() -> Iterator[None]:
 
 
 @pytest.fixture
-def world(gcs_emulator: str) -> Iterator[FakeGoogleCloud]:
+def world(gcs_emulator: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGoogleCloud]:
     with fake_google_cloud(gcs_emulator) as cloud:
+        # Endpoint overrides come from the environment only, never from a run's parameters.
+        monkeypatch.setenv("PIPELINE_GCP__API_ENDPOINTS", json.dumps({"*": cloud.url}))
         yield cloud
 
 
-def settings_for(world: FakeGoogleCloud, base_model: Path, dataset: Path) -> PipelineSettings:
-    return PipelineSettings(
-        _env_file=None,  # type: ignore[call-arg]
+def settings_for(world: FakeGoogleCloud, base_model: Path, dataset: Path) -> PipelineParameters:
+    return PipelineParameters(
         backend="gcp",
         model={"base_model": str(base_model)},
         data={"dataset": str(dataset), "sample_size": 96, "eval_size": 8},
         training={"max_steps": 6, "timeout_s": 1800},
-        gcp=world.settings(allow_unauthenticated=True),
+        gcp=world.gcp_values(allow_unauthenticated=True),
     )
 
 
@@ -72,7 +74,8 @@ def test_a_plan_for_a_fresh_project_changes_nothing_and_lists_everything(
 def test_a_plan_after_a_run_finds_the_model_and_the_serving_revision(
     harness: None, world: FakeGoogleCloud, tiny_model_dir: Path, sample_dataset_path: Path
 ) -> None:
-    settings = settings_for(world, tiny_model_dir, sample_dataset_path)
+    parameters = settings_for(world, tiny_model_dir, sample_dataset_path)
+    settings = parameters.resolve()
     # What a finished run leaves: APIs on, the bucket, the sealed model, the serving revision.
     world.fake.enable_all()
     world.storage.create_bucket(world.names.bucket)
@@ -86,7 +89,7 @@ def test_a_plan_after_a_run_finds_the_model_and_the_serving_revision(
     backend.server.promote(backend.server.deploy(lineage.model_prefix, "emoji-gemma", 60))
     before = len(world.fake.mutations())
 
-    plan = finetune_pipeline(settings, plan=True)
+    plan = finetune_pipeline(parameters, plan=True)
 
     assert isinstance(plan, PipelinePlan) and plan.lineage_key == lineage.key
     assert len(world.fake.mutations()) == before, "a plan must only read"

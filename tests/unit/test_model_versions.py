@@ -28,6 +28,7 @@ GOOD = {
     "base_eval_loss": 2.0,
     "base_emoji_only_rate": 0.1,
     "base_emoji_f1": 0.1,
+    "eval_examples": 50,
 }
 
 

@@ -12,17 +12,19 @@ from google.api_core import exceptions as gexc
 from google.cloud import service_usage_v1
 
 from core.contracts import PipelineError, ResourceState
+from tasks.backends.gcp.calls import GoogleCalls
 from tasks.backends.gcp.clients import GoogleClients
 from tasks.backends.gcp.config import API_NAMES, GcpNames
-from tasks.backends.gcp.errors import google_call, http_error_to_api_error
+from tasks.backends.gcp.errors import as_api_error
 
 
 class GcpInventory:
     """`Inventory` of the APIs, account, bucket, secret, registry, job and service."""
 
-    def __init__(self, clients: GoogleClients, names: GcpNames) -> None:
+    def __init__(self, clients: GoogleClients, names: GcpNames, calls: GoogleCalls) -> None:
         self.clients = clients
         self.names = names
+        self.calls = calls
 
     def resources(self) -> list[ResourceState]:
         names, c = self.names, self.clients
@@ -51,15 +53,16 @@ class GcpInventory:
         return read
 
     def _probe(self, kind: str, name: str, read: Callable[[], object]) -> ResourceState:
+        def found_or_none() -> object:
+            try:
+                return read()
+            except Exception as error:  # IAM's discovery client raises its own HttpError
+                if isinstance(as_api_error(error), gexc.NotFound):
+                    return None
+                raise
+
         try:
-            with google_call(self.names, "read", f"{kind} {name}"):
-                try:
-                    found = read()
-                except Exception as error:  # IAM's discovery client raises its own HttpError
-                    converted = http_error_to_api_error(error)
-                    if not isinstance(converted, gexc.NotFound):
-                        raise converted from None
-                    found = None
+            found = self.calls.call("read", f"{kind} {name}", found_or_none)
         except PipelineError as error:  # not readable yet (API disabled, no permission)
             return ResourceState(kind, name, None, str(error).split(";")[0])
         return ResourceState(kind, name, found is not None)

@@ -10,7 +10,6 @@ from google.api_core import exceptions as gexc
 from google.cloud import run_v2
 
 from core.model_versions import version_keys
-from tasks.backends.gcp.errors import google_call
 from tasks.backends.gcp.server import LATEST, CloudRunModelServer
 
 
@@ -23,12 +22,15 @@ class CloudRunServingLookup:
     def traffic(self) -> dict[str, int]:
         """Revision → percent of traffic, for revisions that get some ({} with no service)."""
         names = self.server.names
-        with google_call(names, "read", f"service {names.service_id}"):
+
+        def read() -> run_v2.Service | None:
             try:
-                service = self.server.clients.services.get_service(name=names.service)
+                return self.server.clients.services.get_service(name=names.service)
             except gexc.NotFound:
-                return {}
-        return _split(service)
+                return None
+
+        service = self.server.calls.call("read", f"service {names.service_id}", read)
+        return {} if service is None else _split(service)
 
     def serving(self) -> dict[str, str]:
         split = self.traffic()
