@@ -28,7 +28,7 @@ def harness() -> Iterator[None]:
 
 @pytest.fixture
 def world(gcs_emulator: str) -> Iterator[FakeGoogleCloud]:
-    with fake_google_cloud(gcs_emulator) as cloud:
+    with fake_google_cloud(gcs_emulator, bootstrapped=False) as cloud:  # a fresh project
         yield cloud
 
 
