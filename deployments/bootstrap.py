@@ -1,6 +1,12 @@
-"""Create (or update) the work pools the deployments in `prefect.yaml` run on. Idempotent.
+"""Create (or update) what the deployments in `prefect.yaml` need, once, by an admin. Idempotent.
 
     python -m deployments.bootstrap [--gcp-project P --gcp-region R] [--results-bucket B]
+
+* with `--gcp-project`: the Google side (`tasks/backends/gcp/bootstrap.py`) — APIs, the five
+  service accounts (trainer, server, runner, invoker, builder), bucket, secret (its value from
+  `$HF_TOKEN`), registry, the runner's custom role and every IAM binding. It needs an admin
+  (Owner, or Service Usage Admin + Service Account Admin + Project IAM Admin + Role Admin +
+  Storage Admin + Secret Manager Admin + Artifact Registry Admin); runs need none of that.
 
 * `emoji-local` (process): runs the pipeline on the worker's machine (`local` backend).
 * `emoji-cloud-run` (cloud-run-v2): runs the orchestrating flow on Cloud Run (CPU); the GPU
@@ -105,15 +111,26 @@ def ensure_results_block(bucket: str) -> str:
     return "created" if existing is None else "updated"
 
 
+def ensure_gcp(project: str, region: str | None) -> dict[str, str]:
+    """The admin's half of the Google rights (the per-run pipeline only checks it was done)."""
+    from flows.settings import load_settings
+    from tasks.backends.gcp.backend import build_gcp_bootstrap
+
+    where = {"project": project} | ({"region": region} if region else {})
+    bootstrapper = build_gcp_bootstrap(load_settings(gcp=where).gcp)
+    report = bootstrapper.ensure(on_log=print)
+    done = f"created {', '.join(report.created)}" if report.created else "unchanged"
+    return {f"gcp project {project}": done}
+
+
 def bootstrap(
     project: str | None = None, region: str | None = None, results_bucket: str | None = None
 ) -> dict[str, str]:
     """Every pool (and the results block when a bucket is given) → what was done to it."""
+    outcomes = ensure_gcp(project, region) if project else {}
     with get_client(sync_client=True) as client:
-        outcomes = {
-            f"work pool {spec.name}": ensure_pool(client, spec)
-            for spec in pool_specs(project, region)
-        }
+        for spec in pool_specs(project, region):
+            outcomes[f"work pool {spec.name}"] = ensure_pool(client, spec)
     if results_bucket:
         outcomes[f"block gcs-bucket/{RESULTS_BLOCK}"] = ensure_results_block(results_bucket)
     dataset_events = DatasetEventSettings()
@@ -127,7 +144,11 @@ def bootstrap(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deployments.bootstrap", description=__doc__)
-    parser.add_argument("--gcp-project", help="fills PROJECT in the Cloud Run template")
+    parser.add_argument(
+        "--gcp-project",
+        help="bootstraps that Google project (accounts, roles, bucket, secret, registry) and "
+        "fills PROJECT in the Cloud Run template",
+    )
     parser.add_argument("--gcp-region", help=f"replaces {DEFAULT_REGION} in the template")
     parser.add_argument("--results-bucket", help="GCS bucket for task results (Cloud Run runs)")
     args = parser.parse_args(argv)

@@ -69,5 +69,5 @@ def pin_gcs_generation(settings: PipelineSettings, uri: str, requested: str | No
             "pip install -e '.[gcp]'"
         ) from None
     gcp = settings.gcp  # object reads name the bucket; the project only labels the client
-    clients = GoogleClients(gcp.project or "unset", gcp.api_endpoints, invoker_account="")
+    clients = GoogleClients(gcp.project or "unset", gcp.api_endpoints, invoker="")
     return pinned_generation(clients.storage, uri, requested)

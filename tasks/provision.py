@@ -1,4 +1,4 @@
-"""Provision: make sure the store (and, on GCP, everything around it) exists."""
+"""Provision: make sure the store exists (on GCP: check that bootstrap made what runs need)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 The fake validates every body against Google's discovery documents, so these tests only pin
 the choices that matter: GPU fields, the bucket volume, the secret reference, deliberate
-retries, vLLM's arguments, the startup probe, traffic and tags, and the invoker check.
+retries, vLLM's arguments, the startup probe, traffic and tags, the invoker check, which
+account each part runs as, and every IAM binding bootstrap writes (member, role, resource).
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from core.contracts import (
     TrainJobSpec,
 )
 from core.lineage import model_prefix
-from tasks.backends.gcp.backend import build_gcp_backend
-from tasks.backends.gcp.config import GcpSettings
+from deployments.bootstrap import ensure_gcp
+from tasks.backends.gcp.backend import build_gcp_backend, build_gcp_bootstrap
+from tasks.backends.gcp.config import ACCOUNT_ROLES, AccountRole, GcpSettings
 from tasks.backends.gcp.errors import QuotaExceeded
+from tasks.backends.gcp.grants import bootstrap_grants
 from tasks.backends.gcp.image import source_tarball
 from tasks.backends.gcp.specs import candidate_tag
 from tests.conftest import REPO_ROOT
@@ -45,12 +48,14 @@ def world(
     gcs_emulator: str, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[FakeGoogleCloud]:
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    with fake_google_cloud(gcs_emulator) as cloud:
+    with fake_google_cloud(gcs_emulator, bootstrapped=False) as cloud:
         cloud.fake.on_execution = lambda args: cloud.publish_model(tiny_model_dir, args)
         yield cloud
 
 
 def backend_for(world: FakeGoogleCloud, **settings: Any) -> Backend:
+    """The admin's bootstrap, then a run's backend past its (read-only) provision check."""
+    world.bootstrap(**settings)
     backend = build_gcp_backend(world.settings(**settings))
     backend.provisioner.ensure(on_log=lambda _: None)
     return backend
@@ -87,7 +92,7 @@ def test_training_job_asks_for_one_l4_the_bucket_the_secret_and_no_silent_retrie
     assert task["gpuZonalRedundancyDisabled"] is True
     assert task["maxRetries"] == 1, "set deliberately: Cloud Run's default would be 3"
     assert task["timeout"] == "3600s"
-    assert task["serviceAccount"] == world.names.service_account_email
+    assert task["serviceAccount"] == world.names.trainer_email, "the job runs as the trainer"
     assert task["executionEnvironment"] in ("EXECUTION_ENVIRONMENT_GEN2", 2)
     assert container["env"] == [
         {
@@ -171,12 +176,11 @@ def test_service_runs_vllm_privately_and_moves_traffic_only_on_promote(
     assert template["scaling"]["maxInstanceCount"] == 1
     assert template["volumes"][0]["gcs"] == {"bucket": world.names.bucket, "readOnly": True}
     assert not service.get("invokerIamDisabled"), "the invoker IAM check stays on"
-    grant = body(world, "run.projects.locations.services.setIamPolicy")["policy"]["bindings"]
-    assert grant == [
-        {
-            "role": "roles/run.invoker",
-            "members": [f"serviceAccount:{world.names.service_account_email}"],
-        }
+    assert template["serviceAccount"] == world.names.server_email, "vLLM runs as the server"
+    (grant,) = world.fake.calls("run.projects.locations.services.setIamPolicy")
+    assert grant.path.endswith(f"{world.names.service}:setIamPolicy"), "on that service only"
+    assert grant.body["policy"]["bindings"] == [
+        {"role": "roles/run.invoker", "members": [f"serviceAccount:{world.names.invoker_email}"]}
     ]
 
     second = server.deploy("models/bbbbbbbbbbbbbbbb", "emoji-gemma", 300)
@@ -247,6 +251,8 @@ def test_image_is_built_once_per_content_and_pinned_by_digest(world: FakeGoogleC
     source = request["source"]["storageSource"]
     assert source["bucket"] == world.names.bucket and source["object"].endswith(".tar.gz")
     assert request["images"] == [wanted.uri]
+    assert request["serviceAccount"] == world.names.account_name("builder")
+    assert request["options"]["logging"] in ("CLOUD_LOGGING_ONLY", 5), "a named account needs it"
     assert builder.find(wanted) is not None
     again = builder.build(JOB_IMAGE, on_log=quiet)
     assert again.uri == built.uri
@@ -256,20 +262,24 @@ def test_image_is_built_once_per_content_and_pinned_by_digest(world: FakeGoogleC
 def test_secret_gets_a_version_only_when_the_token_changes_and_never_leaks(
     world: FakeGoogleCloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    provisioner = build_gcp_backend(world.settings()).provisioner
+    bootstrapper = build_gcp_bootstrap(world.settings())
     logs: list[str] = []
-    provisioner.ensure(on_log=logs.append)
-    provisioner.ensure(on_log=logs.append)
+    bootstrapper.ensure(on_log=logs.append)
+    bootstrapper.ensure(on_log=logs.append)
     assert len(world.fake.calls("secretmanager.projects.secrets.addVersion")) == 1
 
     monkeypatch.setenv("HF_TOKEN", "hf_rotatedSecret77")
-    assert not provisioner.is_ready()
-    provisioner.ensure(on_log=logs.append)
+    bootstrapper.ensure(on_log=logs.append)
     assert len(world.fake.calls("secretmanager.projects.secrets.addVersion")) == 2
     assert not any(TOKEN in line or "hf_rotatedSecret77" in line for line in logs)
 
     monkeypatch.delenv("HF_TOKEN")
-    provisioner.ensure(on_log=logs.append)  # an existing version is enough for later runs
+    bootstrapper.ensure(on_log=logs.append)  # an existing version is enough later
+    provisioner = build_gcp_backend(world.settings()).provisioner
+    before = len(world.fake.requests)
+    provisioner.ensure(on_log=logs.append)  # a run never reads the value, nor needs $HF_TOKEN
+    accessed = [r for r in world.fake.requests[before:] if r.method_id.endswith(".access")]
+    assert accessed == [] and provisioner.is_ready()
 
 
 def test_without_a_token_nothing_is_created(
@@ -277,29 +287,27 @@ def test_without_a_token_nothing_is_created(
 ) -> None:
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(ConfigurationError, match="HF_TOKEN is not set"):
-        build_gcp_backend(world.settings()).provisioner.ensure(on_log=quiet)
+        build_gcp_bootstrap(world.settings()).ensure(on_log=quiet)
     assert world.fake.mutations() == []
 
 
 def test_bindings_keep_other_members_and_survive_a_concurrent_change(
     world: FakeGoogleCloud,
 ) -> None:
-    provisioner = build_gcp_backend(world.settings()).provisioner
-    provisioner.ensure(on_log=quiet)
+    bootstrapper = build_gcp_bootstrap(world.settings())
+    bootstrapper.ensure(on_log=quiet)
     secret = world.names.secret
     other = {"role": "roles/secretmanager.secretAccessor", "members": ["user:ops@example.com"]}
     world.fake.state.policies[secret] = {"version": 1, "etag": "QndPbGQ=", "bindings": [other]}
     world.fake.inject("secretmanager.projects.secrets.setIamPolicy", 409, "concurrent", "ABORTED")
+    accessor = next(g for g in bootstrap_grants(world.names) if g.role == other["role"])
 
-    assert provisioner.ensure_secret_binding(quiet)  # type: ignore[attr-defined]
+    assert bootstrapper.ensure_grant(accessor, quiet)
 
     members = world.fake.state.policies[secret]["bindings"][0]["members"]
-    assert members == [
-        "user:ops@example.com",
-        f"serviceAccount:{world.names.service_account_email}",
-    ]
+    assert members == ["user:ops@example.com", f"serviceAccount:{world.names.trainer_email}"]
     sets = world.fake.calls("secretmanager.projects.secrets.setIamPolicy")
-    assert sets[-1].body["policy"]["etag"] == "QndPbGQ=" and len(sets) == 3
+    assert sets[-1].body["policy"]["etag"] == "QndPbGQ=" and len(sets) == 4  # 2 grants, then 2
 
 
 def test_bucket_is_regional_uniform_and_not_public(world: FakeGoogleCloud) -> None:
@@ -404,17 +412,171 @@ def test_a_first_revision_that_never_gets_ready_is_named_and_leaves_no_service(
 
 
 def test_a_retry_is_announced_only_when_it_follows(world: FakeGoogleCloud) -> None:
-    provisioner = build_gcp_backend(world.settings(api_retry_deadline_s=0.5)).provisioner
+    bootstrapper = build_gcp_bootstrap(world.settings(api_retry_deadline_s=0.5))
     logs: list[str] = []
     world.fake.inject("serviceusage.services.batchEnable", 503, "unavailable", times=1)
-    provisioner.ensure_apis(logs.append)  # type: ignore[attr-defined]
+    bootstrapper.ensure_apis(logs.append)
     assert [line for line in logs if "retrying in" in line] == [logs[0]]
     assert len(world.fake.calls("serviceusage.services.batchEnable")) == 2
 
     logs.clear()
     world.fake.inject("iam.projects.serviceAccounts.create", 503, "unavailable", times=1000)
     with pytest.raises(DeadlineExceeded, match="gave up after") as raised:
-        provisioner.ensure_account(logs.append)  # type: ignore[attr-defined]
+        bootstrapper.ensure_account("trainer", logs.append)
     attempts = len(world.fake.calls("iam.projects.serviceAccounts.create"))
     assert len([line for line in logs if "retrying in" in line]) == attempts - 1
     assert "retrying" not in str(raised.value)
+
+
+# ---------------------------------------------------------------------- least privilege
+
+Binding = tuple[str, str, str, str | None]  # member, role, resource, condition expression
+
+
+def written_bindings(world: FakeGoogleCloud) -> set[Binding]:
+    """Every (member, role, resource, condition) in every IAM policy the fake holds."""
+    return {
+        (member, b["role"], resource, (b.get("condition") or {}).get("expression"))
+        for resource, policy in world.fake.state.policies.items()
+        for b in policy.get("bindings", [])
+        for member in b["members"]
+    }
+
+
+def expected_bindings(world: FakeGoogleCloud) -> set[Binding]:
+    """The README's table, spelled out: a change to any grant must change this test too."""
+    n = world.names
+
+    def sa(role: AccountRole) -> str:
+        return f"serviceAccount:{n.account_email(role)}"
+
+    project, bucket = f"projects/{world.project}", f"storage/buckets/{n.bucket}"
+    objects = f"projects/_/buckets/{n.bucket}/objects"
+    listing = 'resource.type == "storage.googleapis.com/Bucket"'
+    models = f'resource.name.startsWith("{objects}/models/")'
+    inputs = f'resource.name.startsWith("{objects}/inputs/")'
+    builds = f'resource.name.startsWith("{objects}/builds/")'
+    account = f"projects/{world.project}/serviceAccounts/"
+    return {
+        (sa("trainer"), "roles/secretmanager.secretAccessor", n.secret, None),
+        (sa("trainer"), "roles/storage.objectUser", bucket, f"{listing} || {models} || {inputs}"),
+        (sa("server"), "roles/storage.objectViewer", bucket, f"{listing} || {models}"),
+        (sa("builder"), "roles/storage.objectViewer", bucket, builds),
+        (sa("builder"), "roles/artifactregistry.writer", n.repository, None),
+        (sa("builder"), "roles/logging.logWriter", project, None),
+        (sa("runner"), "roles/run.developer", project, None),
+        (sa("runner"), "roles/cloudbuild.builds.editor", project, None),
+        (sa("runner"), f"{project}/roles/emoji_finetune_service_iam", project, None),
+        (sa("runner"), "roles/storage.objectUser", bucket, None),
+        (sa("runner"), "roles/artifactregistry.reader", n.repository, None),
+        (sa("runner"), "roles/secretmanager.viewer", n.secret, None),
+        (sa("runner"), "roles/iam.serviceAccountUser", account + n.trainer_email, None),
+        (sa("runner"), "roles/iam.serviceAccountUser", account + n.server_email, None),
+        (sa("runner"), "roles/iam.serviceAccountUser", account + n.account_email("builder"), None),
+        (sa("runner"), "roles/iam.serviceAccountTokenCreator", account + n.invoker_email, None),
+    }
+
+
+def iam_writes(world: FakeGoogleCloud, since: int = 0) -> list[str]:
+    return [
+        r.method_id or r.path
+        for r in world.fake.requests[since:]
+        if r.mutating
+        and (
+            (r.method_id or "").endswith(("setIamPolicy", "serviceAccounts.create", "roles.create"))
+            or r.path.endswith("/iam")
+        )
+    ]
+
+
+def test_bootstrap_writes_exactly_the_least_privilege_bindings(world: FakeGoogleCloud) -> None:
+    world.bootstrap()
+
+    assert written_bindings(world) == expected_bindings(world)
+    resources = world.fake.state.resources
+    accounts = {r["email"] for name, r in resources.items() if "/serviceAccounts/" in name}
+    assert accounts == {world.names.account_email(role) for role in ACCOUNT_ROLES}
+    role = world.fake.resource(f"projects/{world.project}/roles/emoji_finetune_service_iam")
+    assert role["includedPermissions"] == [
+        "run.services.getIamPolicy",
+        "run.services.setIamPolicy",
+    ], "the runner may set the invoker of a service, and nothing else of IAM"
+    (enable,) = world.fake.calls("serviceusage.services.batchEnable")
+    assert {"iamcredentials.googleapis.com", "cloudresourcemanager.googleapis.com"} <= set(
+        enable.body["serviceIds"]
+    )
+    bucket_policy = world.fake.state.policies[f"storage/buckets/{world.names.bucket}"]
+    assert bucket_policy["version"] == 3, "conditional bindings need a version-3 policy"
+
+
+def test_a_rerun_of_bootstrap_and_every_run_check_write_nothing(world: FakeGoogleCloud) -> None:
+    world.bootstrap()
+    before = len(world.fake.requests)
+    world.bootstrap()
+    assert [r.method_id for r in world.fake.requests[before:] if r.mutating] == []
+
+    before = len(world.fake.requests)
+    backend = build_gcp_backend(world.settings())
+    report = backend.provisioner.ensure(on_log=quiet)
+    assert report.created == ()
+    assert [r.method_id for r in world.fake.requests[before:] if r.mutating] == []
+
+    server = backend.server
+    endpoint = server.deploy("models/aaaaaaaaaaaaaaaa", "emoji-gemma", 300)
+    server.promote(endpoint)
+    assert iam_writes(world, before) == ["run.projects.locations.services.setIamPolicy"]
+    after_first = len(world.fake.requests)
+    server.promote(server.deploy("models/bbbbbbbbbbbbbbbb", "emoji-gemma", 300))
+    assert iam_writes(world, after_first) == [], "a rerun (even a new model) writes no IAM"
+    invoker = (f"serviceAccount:{world.names.invoker_email}", "roles/run.invoker")
+    assert {b[:2] for b in written_bindings(world) if b[2] == world.names.service} == {invoker}
+
+
+def test_a_run_before_bootstrap_names_what_is_missing_and_the_command(
+    world: FakeGoogleCloud,
+) -> None:
+    world.fake.enable_all()
+    provisioner = build_gcp_backend(world.settings()).provisioner
+    assert not provisioner.is_ready()
+    with pytest.raises(ConfigurationError) as raised:
+        provisioner.ensure(on_log=quiet)
+    message = str(raised.value)
+    assert f"service account {world.names.trainer_email} does not exist" in message
+    assert f"python -m deployments.bootstrap --gcp-project {world.project}" in message
+    assert "\n" not in message and world.fake.mutations() == []
+
+
+def test_bootstrap_adopts_lost_create_races_redoes_stale_policies_and_waits_for_apis(
+    world: FakeGoogleCloud,
+) -> None:
+    world.fake.propagation_calls = 2  # each API bootstrap enables answers 403 twice more
+    created_meanwhile = (
+        "iam.projects.serviceAccounts.create",
+        "iam.projects.roles.create",
+        "secretmanager.projects.secrets.create",
+        "artifactregistry.projects.locations.repositories.create",
+    )
+    for method in created_meanwhile:  # another admin creates it between our get and create
+        world.fake.inject(method, 409, "Resource already exists", "ALREADY_EXISTS", after=True)
+    world.fake.change_concurrently("secretmanager.projects.secrets.setIamPolicy")
+    world.fake.change_concurrently("cloudresourcemanager.projects.setIamPolicy")
+
+    world.bootstrap()
+
+    assert len(world.fake.calls("iam.projects.serviceAccounts.create")) == 5
+    assert all(len(world.fake.calls(m)) == 1 for m in created_meanwhile[1:])
+    assert len(world.fake.calls("secretmanager.projects.secrets.setIamPolicy")) == 3
+    assert written_bindings(world) == expected_bindings(world)
+
+
+def test_the_admin_command_bootstraps_the_project_and_a_rerun_is_unchanged(
+    world: FakeGoogleCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIPELINE_GCP__API_ENDPOINTS", json.dumps({"*": world.url}))
+    project = world.project
+
+    first = ensure_gcp(project, "europe-west1")
+
+    assert first[f"gcp project {project}"].startswith("created apis, service account")
+    assert written_bindings(world) == expected_bindings(world)
+    assert ensure_gcp(project, None) == {f"gcp project {project}": "unchanged"}

@@ -25,6 +25,7 @@ APIS = (
     "cloudbuild.v1",
     "serviceusage.v1",
     "iam.v1",
+    "cloudresourcemanager.v3",
 )
 INT_FORMATS = frozenset({"int32", "uint32", "int64", "uint64"})
 _DURATION = re.compile(r"^-?\d+(\.\d+)?s$")

@@ -2,8 +2,10 @@
 
 Each world has its own project (so its own bucket name) on the shared emulator, a fresh API
 fake, and helpers the tests need: settings pointing every API at the fake, a storage client
-straight to the emulator for assertions, and `publish_model`, which plays the training job by
-writing a real model folder sealed with a MANIFEST.json into the bucket.
+straight to the emulator for assertions, `bootstrap` (what an admin runs once: by default the
+world starts bootstrapped, with its requests forgotten, so tests see only what a run sends),
+and `publish_model`, which plays the training job by writing a real model folder sealed with a
+MANIFEST.json into the bucket.
 """
 
 from __future__ import annotations
@@ -11,14 +13,18 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
+from core.contracts import ProvisionReport
+from tasks.backends.gcp.backend import build_gcp_bootstrap
 from tasks.backends.gcp.config import GcpNames, GcpSettings
 from tests.fakes.google_apis import GoogleApisFake
 
@@ -36,6 +42,7 @@ FAKE_METRICS = {
     "base_emoji_f1": 0.5,
 }
 _projects = itertools.count(1)
+WORLD_TOKEN = "hf_worldBootstrapToken0123"  # the secret's value unless a test sets $HF_TOKEN
 
 
 class FakeGoogleCloud:
@@ -62,6 +69,12 @@ class FakeGoogleCloud:
     def settings(self, **overrides: Any) -> GcpSettings:
         """Every API at the fake, for tests that build the backend directly."""
         return GcpSettings(api_endpoints={"*": self.url}, **self.gcp_values(**overrides))
+
+    def bootstrap(self, **overrides: Any) -> ProvisionReport:
+        """`python -m deployments.bootstrap --gcp-project P` against this world."""
+        token = os.environ.get("HF_TOKEN") or WORLD_TOKEN
+        with mock.patch.dict(os.environ, {"HF_TOKEN": token}):
+            return build_gcp_bootstrap(self.settings(**overrides)).ensure(on_log=lambda _: None)
 
     def executions(self) -> list[str]:
         return [name for name in self.fake.state.resources if "/executions/" in name]
@@ -106,12 +119,16 @@ class FakeGoogleCloud:
 
 
 @contextmanager
-def fake_google_cloud(gcs_url: str) -> Iterator[FakeGoogleCloud]:
-    """A fresh API fake (own thread, 127.0.0.1) for a fresh project on the shared emulator."""
+def fake_google_cloud(gcs_url: str, bootstrapped: bool = True) -> Iterator[FakeGoogleCloud]:
+    """A fresh API fake (own thread, 127.0.0.1) for a fresh project on the shared emulator,
+    bootstrapped unless asked not to (then the test runs `world.bootstrap()` itself)."""
     fake = GoogleApisFake(gcs_url)
     world = FakeGoogleCloud(gcs_url, fake, project=f"test-project-{next(_projects):04d}")
     world.url = fake.serve()
     try:
+        if bootstrapped:
+            world.bootstrap()
+            fake.requests.clear()
         yield world
     finally:
         fake.shutdown()

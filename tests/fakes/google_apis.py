@@ -1,12 +1,13 @@
 """One local HTTP server standing in for the Google control-plane APIs the backend calls.
 
 Cloud Run v2 (jobs, executions, services, revisions, operations), Secret Manager, Artifact
-Registry, Cloud Build, Service Usage and IAM have no emulator, so this fake implements the
-methods the backend uses with Google's semantics: 404 for a missing resource, 409 for a
-duplicate, etags on IAM policies and resources (a stale etag is a 409 ABORTED, 412 on GCS),
-long-running operations, 403 SERVICE_DISABLED until an API is enabled, and bodies validated
-against Google's discovery documents. Storage requests are proxied to the real GCS emulator
-(fake-gcs-server), adding what it lacks: bucket location, uniform access and bucket IAM.
+Registry, Cloud Build, Service Usage, IAM and Resource Manager (project IAM policies) have no
+emulator, so this fake implements the methods the backend uses with Google's semantics: 404 for
+a missing resource, 409 for a duplicate, etags on IAM policies and resources (a stale etag is a
+409 ABORTED, 412 on GCS), long-running operations, 403 SERVICE_DISABLED until an API is
+enabled, and bodies validated against Google's discovery documents. Storage requests are
+proxied to the real GCS emulator (fake-gcs-server), adding what it lacks: bucket location,
+uniform access and bucket IAM.
 
 Faults come the way Google produces them, on demand:
 
@@ -52,6 +53,7 @@ SERVICE_DISABLED_APIS = {
     "artifactregistry.v1": "artifactregistry.googleapis.com",
     "cloudbuild.v1": "cloudbuild.googleapis.com",
     "iam.v1": "iam.googleapis.com",
+    "cloudresourcemanager.v3": "cloudresourcemanager.googleapis.com",
 }
 GRPC_CODES = {400: 3, 403: 7, 404: 5, 409: 10, 429: 8, 500: 13, 503: 14}
 STATUS_NAMES = {
@@ -82,6 +84,7 @@ API_TITLES = {
     "cloudbuild.googleapis.com": "Cloud Build API",
     "iam.googleapis.com": "Identity and Access Management (IAM) API",
     "storage.googleapis.com": "Cloud Storage JSON API",
+    "cloudresourcemanager.googleapis.com": "Cloud Resource Manager API",
 }
 DELETED_TYPES = {
     "run.projects.locations.services.delete": "google.cloud.run.v2.Service",
@@ -397,6 +400,9 @@ class GoogleApisFake:
             "serviceusage.services.get": lambda: self._service_usage(resource),
             "serviceusage.services.batchEnable": lambda: self._batch_enable(body),
             "iam.projects.serviceAccounts.create": lambda: self._create_account(resource, body),
+            "iam.projects.roles.create": lambda: self._create(
+                f"{resource}/{body['roleId']}", body["role"]
+            ),
             "secretmanager.projects.secrets.create": lambda: self._create(
                 f"{resource}/{query['secretId']}", {**body, "createTime": now()}
             ),

@@ -18,9 +18,7 @@ from tests.fakes.gcp_world import FakeGoogleCloud, fake_google_cloud
 
 @pytest.fixture
 def world(gcs_emulator: str) -> Iterator[FakeGoogleCloud]:
-    with fake_google_cloud(gcs_emulator) as cloud:
-        cloud.fake.enable_all()
-        cloud.storage.create_bucket(cloud.names.bucket)
+    with fake_google_cloud(gcs_emulator) as cloud:  # bootstrapped: APIs on, bucket made
         yield cloud
 
 

@@ -155,6 +155,11 @@ def test_flow_on_gcp_serves_a_verified_model_and_a_rerun_changes_nothing(
     assert all(states(second)[step] == "Cached" for step in CACHED_STEPS), states(second)
     assert [r.path for r in world.fake.requests[before:] if r.mutating] == []
     assert service_traffic(world) == [(first.endpoint.server_id, 100)]
+    first_run_iam = [r.method_id for r in world.fake.requests[:before] if "IamPolicy" in r.path]
+    assert first_run_iam == [
+        "run.projects.locations.services.getIamPolicy",
+        "run.projects.locations.services.setIamPolicy",
+    ], "a run's only IAM write: the invoker on the service it created"
     assert HF_TOKEN not in all_log_text() + capsys.readouterr().out + capsys.readouterr().err
 
 
@@ -208,8 +213,7 @@ def test_transient_errors_are_retried_and_quota_errors_are_not(
 
 BUILD = "cloudbuild.projects.builds.create"
 SERVICE_PATCH = "run.projects.locations.services.patch"
-MUTATED_APIS = {"serviceusage.v1", "iam.v1", "secretmanager.v1", "artifactregistry.v1"}
-MUTATED_APIS |= {"cloudbuild.v1", "run.v2", "storage"}
+MUTATED_APIS = {"cloudbuild.v1", "run.v2", "storage"}  # a run's; bootstrap did the others
 
 
 def creates(world: FakeGoogleCloud, method_id: str) -> int:
@@ -260,21 +264,17 @@ def test_a_lost_create_race_is_adopted_and_a_stale_etag_is_redone(
     harness: None, world: FakeGoogleCloud, tiny_model_dir: Path, sample_dataset_path: Path
 ) -> None:
     created_meanwhile = (
-        "iam.projects.serviceAccounts.create",
-        "secretmanager.projects.secrets.create",
-        "artifactregistry.projects.locations.repositories.create",
         "run.projects.locations.jobs.create",
         "run.projects.locations.services.create",
     )
     for method in created_meanwhile:  # another run creates it between our get and our create
         world.fake.inject(method, 409, "Resource already exists", "ALREADY_EXISTS", after=True)
-    world.fake.change_concurrently("secretmanager.projects.secrets.setIamPolicy")
     world.fake.change_concurrently("run.projects.locations.services.setIamPolicy")
 
     first = finetune_pipeline(make_settings(world, tiny_model_dir, sample_dataset_path))
 
     assert all(creates(world, method) == 1 for method in created_meanwhile)
-    assert creates(world, "secretmanager.projects.secrets.setIamPolicy") == 2
+    assert creates(world, "run.projects.locations.services.setIamPolicy") == 2
     assert service_traffic(world) == [(first.endpoint.server_id, 100)]
 
     patches = creates(world, SERVICE_PATCH)
@@ -292,23 +292,16 @@ def test_a_lost_create_race_is_adopted_and_a_stale_etag_is_redone(
     assert len(world.executions()) == 2
 
 
-def test_apis_still_propagating_after_enabling_are_waited_for_and_others_fail_at_once(
+def test_a_disabled_api_fails_a_run_at_once(
     harness: None, world: FakeGoogleCloud, tiny_model_dir: Path, sample_dataset_path: Path
 ) -> None:
-    world.fake.propagation_calls = 2  # each API this run enables answers 403 twice more
-
-    finetune_pipeline(make_settings(world, tiny_model_dir, sample_dataset_path))
-
-    (enable,) = world.fake.calls("serviceusage.services.batchEnable")
-    assert "iamcredentials.googleapis.com" in enable.body["serviceIds"], "the smoke test needs it"
-    assert len(world.executions()) == 1
-
-    world.fake.inject_service_disabled(RUN_JOB, "run.googleapis.com")  # not enabled by this run
-    before = creates(world, RUN_JOB)
+    """Runs enable nothing (bootstrap does, and waits for propagation: the contract tests),
+    so a 403 SERVICE_DISABLED in a run is never retried."""
+    world.fake.inject_service_disabled(RUN_JOB, "run.googleapis.com")
     with pytest.raises(PermissionMissing, match="enable the API"):
-        finetune_pipeline(make_settings(world, tiny_model_dir, sample_dataset_path, lora_r=8))
-    assert creates(world, RUN_JOB) == before + 1, "a 403 for an API enabled long ago: no retry"
-    assert len(world.executions()) == 1
+        finetune_pipeline(make_settings(world, tiny_model_dir, sample_dataset_path))
+    assert creates(world, RUN_JOB) == 1, "a 403 for an API this run did not enable: no retry"
+    assert world.executions() == [] and world.fake.calls("serviceusage.services.batchEnable") == []
 
 
 def test_a_first_deploy_that_fails_its_smoke_test_leaves_nothing_reachable(

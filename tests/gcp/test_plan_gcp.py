@@ -29,7 +29,7 @@ def harness() -> Iterator[None]:
 
 @pytest.fixture
 def world(gcs_emulator: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGoogleCloud]:
-    with fake_google_cloud(gcs_emulator) as cloud:
+    with fake_google_cloud(gcs_emulator, bootstrapped=False) as cloud:  # a fresh project
         # Endpoint overrides come from the environment only, never from a run's parameters.
         monkeypatch.setenv("PIPELINE_GCP__API_ENDPOINTS", json.dumps({"*": cloud.url}))
         yield cloud

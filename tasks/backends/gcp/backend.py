@@ -2,7 +2,8 @@
 
 | part        | implementation                                                        |
 |-------------|-----------------------------------------------------------------------|
-| provisioner | APIs, service account, bucket, secret, bindings, registry (`provision`) |
+| provisioner | checks that bootstrap made accounts, bucket, secret, registry (`provision`) |
+| bootstrap   | APIs, accounts, bucket, secret, registry, bindings: once, by an admin |
 | store       | the bucket, read with listings and ranged reads (`store`)         |
 | builder     | Cloud Build → Artifact Registry, tag = content hash (`image`)     |
 | runner      | Cloud Run job, 1× L4, bucket mounted at /mnt/store (`job`)         |
@@ -17,6 +18,7 @@ one line before anything is created.
 from __future__ import annotations
 
 from core.contracts import Backend, ConfigurationError
+from tasks.backends.gcp.bootstrap import GcpBootstrap
 from tasks.backends.gcp.calls import GoogleCalls
 from tasks.backends.gcp.clients import GoogleClients
 from tasks.backends.gcp.config import GcpNames, GcpSettings
@@ -30,14 +32,7 @@ from tasks.backends.gcp.teardown import GcpTeardown
 
 def build_gcp_backend(settings: GcpSettings) -> Backend:
     """Wire the parts around one set of lazily built clients and one retry policy."""
-    try:
-        names = GcpNames.from_settings(settings)
-    except ValueError as error:
-        raise ConfigurationError(f"{error}: set PIPELINE_GCP__PROJECT or --gcp-project") from None
-    clients = GoogleClients(
-        names.project, settings.api_endpoints, invoker_account=names.service_account_email
-    )
-    calls = GoogleCalls(names, settings)  # one retry policy, shared: it knows what was enabled
+    names, clients, calls = _parts(settings)
     store = GcsStore(clients, names, calls)
     return Backend(
         name="gcp",
@@ -48,3 +43,19 @@ def build_gcp_backend(settings: GcpSettings) -> Backend:
         server=CloudRunModelServer(clients, names, store, settings, calls),
         teardown=GcpTeardown(clients, names, calls),
     )
+
+
+def build_gcp_bootstrap(settings: GcpSettings) -> GcpBootstrap:
+    """What `deployments.bootstrap --gcp-project` runs: the admin's half of the rights."""
+    names, clients, calls = _parts(settings)
+    return GcpBootstrap(clients, names, calls)
+
+
+def _parts(settings: GcpSettings) -> tuple[GcpNames, GoogleClients, GoogleCalls]:
+    try:
+        names = GcpNames.from_settings(settings)
+    except ValueError as error:
+        raise ConfigurationError(f"{error}: set PIPELINE_GCP__PROJECT or --gcp-project") from None
+    clients = GoogleClients(names.project, settings.api_endpoints, invoker=names.invoker_email)
+    calls = GoogleCalls(names, settings)  # one retry policy, shared: it knows what was enabled
+    return names, clients, calls

@@ -22,8 +22,6 @@ from google.auth.credentials import AnonymousCredentials, Credentials
 from google.auth.transport.requests import Request
 from google.cloud import artifactregistry_v1, run_v2, secretmanager_v1, service_usage_v1, storage
 from google.cloud.devtools import cloudbuild_v1
-from google.oauth2 import id_token
-from google.oauth2.credentials import Credentials as UserCredentials
 
 from tasks.backends.gcp.config import ALL_APIS
 
@@ -35,10 +33,10 @@ LOCAL_IDENTITY_TOKEN = "local-identity-token"
 class GoogleClients:
     """Lazily built clients for one project, honouring endpoint overrides per API."""
 
-    def __init__(self, project: str, endpoints: Mapping[str, str], invoker_account: str) -> None:
+    def __init__(self, project: str, endpoints: Mapping[str, str], invoker: str) -> None:
         self.project = project
         self.endpoints = dict(endpoints)
-        self.invoker_account = invoker_account
+        self.invoker = invoker  # the account the smoke test calls the service as
         self._lock = threading.Lock()  # Prefect may run tasks in threads: build each client once
         self._credentials: Credentials | None = None
 
@@ -107,35 +105,40 @@ class GoogleClients:
 
     @cached_property
     def iam(self) -> Any:
-        """IAM admin (service accounts) has no REST GAPIC client: use the discovery client."""
+        """IAM admin (service accounts, roles) has no REST GAPIC client: use discovery."""
+        return self._discovery("iam", "v1")
+
+    @cached_property
+    def resource_manager(self) -> Any:
+        """The project's IAM policy (bootstrap's project-level grants)."""
+        return self._discovery("cloudresourcemanager", "v3")
+
+    def _discovery(self, api: str, version: str) -> Any:
         from googleapiclient import discovery
 
-        endpoint = self.endpoint("iam")
+        endpoint = self.endpoint(api)
         return discovery.build(
-            "iam",
-            "v1",
-            credentials=self.credentials_for("iam"),
+            api,
+            version,
+            credentials=self.credentials_for(api),
             client_options={"api_endpoint": endpoint} if endpoint else None,
             static_discovery=True,
             cache_discovery=False,
         )
 
     def identity_token(self, audience: str) -> str:
-        """An ID token Cloud Run accepts for `audience` (the service URL).
+        """An ID token of the invoker account for `audience` (the service URL).
 
-        Service-account and metadata-server credentials mint one directly. User credentials
-        (`gcloud auth application-default login`) cannot, so they impersonate the pipeline's
-        service account, which holds run.invoker on the service; that needs
-        roles/iam.serviceAccountTokenCreator on it (see the README).
+        Always by impersonation, whatever the credentials (the runner on Cloud Run, an
+        operator's user login, an impersonated login): only the invoker holds run.invoker on
+        the service, and whoever runs the flow needs roles/iam.serviceAccountTokenCreator on
+        the invoker (bootstrap grants it to the runner; see the README).
         """
         if self.endpoint("run") is not None:
             return LOCAL_IDENTITY_TOKEN
-        source = self.credentials_for("run")
-        if not isinstance(source, UserCredentials):
-            return str(id_token.fetch_id_token(Request(), audience))
         target = impersonated_credentials.Credentials(
-            source_credentials=source,
-            target_principal=self.invoker_account,
+            source_credentials=self.credentials_for("run"),
+            target_principal=self.invoker,
             target_scopes=[CLOUD_PLATFORM],
         )
         token = impersonated_credentials.IDTokenCredentials(

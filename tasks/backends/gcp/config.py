@@ -35,7 +35,15 @@ GPU_TASK_CAP_S = 3600  # Cloud Run stops a GPU job task after one hour
 L4_MIN_CPU = 4
 L4_MIN_MEMORY_GIB = 16
 # The APIs each `ensure` step needs, enabled first (Service Usage).
-API_NAMES = ("run", "storage", "secretmanager", "artifactregistry", "cloudbuild", "iam")
+API_NAMES = (
+    "run",
+    "storage",
+    "secretmanager",
+    "artifactregistry",
+    "cloudbuild",
+    "iam",
+    "cloudresourcemanager",  # the project's IAM policy (bootstrap's project-level grants)
+)
 OVERRIDABLE_APIS = (*API_NAMES, "serviceusage")
 # Enabled too, though never called through a client of ours: minting an identity token for the
 # smoke test by impersonating the service account (user credentials) goes through it.
@@ -47,7 +55,8 @@ ENV_ONLY = {"env_only": True}
 
 _PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _RUN_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,28}[a-z0-9])?$")  # ≤30: leaves room for tags
-_ACCOUNT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+# A prefix: each account appends `-<role>` (at most 8 characters) within Google's 30.
+_ACCOUNT_PREFIX = re.compile(r"^[a-z][a-z0-9-]{4,20}[a-z0-9]$")
 _SECRET_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _REPOSITORY_ID = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]$")
@@ -64,8 +73,9 @@ NAME_RULES: dict[str, tuple[re.Pattern[str], str]] = {
     "job": (_RUN_NAME, "a Cloud Run name: 1-30 lowercase letters, digits or hyphens"),
     "service": (_RUN_NAME, "a Cloud Run name: 1-30 lowercase letters, digits or hyphens"),
     "service_account": (
-        _ACCOUNT_ID,
-        "a service account id: 6-30 lowercase letters, digits or hyphens, starting with a letter",
+        _ACCOUNT_PREFIX,
+        "a service account id prefix: 6-22 lowercase letters, digits or hyphens, starting with "
+        "a letter (each account appends -trainer, -server, -runner, -invoker or -builder)",
     ),
     "hf_token_secret": (_SECRET_ID, "a secret id: 1-255 letters, digits, underscores, hyphens"),
     "repository": (_REPOSITORY_ID, "a repository id: lowercase letters, digits or hyphens"),
@@ -92,7 +102,12 @@ class GcpSettings(BaseModel):
         description="Bucket for models, inputs, build sources (unset: PROJECT-emoji-models).",
     )
     service_account: str = Field(
-        "emoji-finetune", description="Service account id the job and the service run as."
+        "emoji-finetune",
+        description=(
+            "Prefix of the pipeline's service accounts: PREFIX-trainer (the job), -server "
+            "(the service), -runner (the orchestrator), -invoker (the smoke test), -builder "
+            "(Cloud Build)."
+        ),
     )
     hf_token_secret: str = Field(
         "hf-token",
@@ -215,6 +230,11 @@ class GcpSettings(BaseModel):
         return value
 
 
+# One service account per job to do, each with only what that job needs (README: the roles).
+AccountRole = Literal["trainer", "server", "runner", "invoker", "builder"]
+ACCOUNT_ROLES: tuple[AccountRole, ...] = ("trainer", "server", "runner", "invoker", "builder")
+
+
 @dataclass(frozen=True)
 class GcpNames:
     """Every resource name the backend uses, derived once from the settings."""
@@ -222,7 +242,7 @@ class GcpNames:
     project: str
     region: str
     bucket: str
-    account_id: str
+    account_prefix: str
     secret_id: str
     repository_id: str
     job_id: str
@@ -236,7 +256,7 @@ class GcpNames:
             project=settings.project,
             region=settings.region,
             bucket=settings.bucket or f"{settings.project}-emoji-models",
-            account_id=settings.service_account,
+            account_prefix=settings.service_account,
             secret_id=settings.hf_token_secret,
             repository_id=settings.repository,
             job_id=settings.job,
@@ -247,9 +267,32 @@ class GcpNames:
     def location(self) -> str:
         return f"projects/{self.project}/locations/{self.region}"
 
+    def account_id(self, role: AccountRole) -> str:
+        return f"{self.account_prefix}-{role}"
+
+    def account_email(self, role: AccountRole) -> str:
+        return f"{self.account_id(role)}@{self.project}.iam.gserviceaccount.com"
+
+    def account_name(self, role: AccountRole) -> str:
+        """The account's resource name (IAM API, and Cloud Build's `serviceAccount`)."""
+        return f"projects/{self.project}/serviceAccounts/{self.account_email(role)}"
+
     @property
-    def service_account_email(self) -> str:
-        return f"{self.account_id}@{self.project}.iam.gserviceaccount.com"
+    def trainer_email(self) -> str:
+        return self.account_email("trainer")
+
+    @property
+    def server_email(self) -> str:
+        return self.account_email("server")
+
+    @property
+    def invoker_email(self) -> str:
+        return self.account_email("invoker")
+
+    @property
+    def service_iam_role(self) -> str:
+        """The runner's custom role: set the service's IAM policy (its invoker binding)."""
+        return f"projects/{self.project}/roles/{self.account_prefix.replace('-', '_')}_service_iam"
 
     @property
     def secret(self) -> str:

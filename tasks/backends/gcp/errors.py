@@ -151,9 +151,9 @@ def translate(
         )
     if isinstance(error, auth_exc.RefreshError):
         return PermissionMissing(
-            f"{at}: cannot mint a token ({error}); with user credentials, grant yourself "
-            f"roles/iam.serviceAccountTokenCreator on {names.service_account_email}, or run "
-            "as a service account"
+            f"{at}: cannot mint a token ({error}); whoever runs the flow needs "
+            f"roles/iam.serviceAccountTokenCreator on {names.invoker_email} (bootstrap grants "
+            f"it to {names.account_email('runner')}: run as that account)"
         )
     if not isinstance(error, gexc.GoogleAPICallError):
         return None

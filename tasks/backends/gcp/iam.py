@@ -8,8 +8,8 @@ read. Membership is checked first, so an existing grant costs one read.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from google.iam.v1 import policy_pb2
 
@@ -46,3 +46,41 @@ def add_proto_member(policy: policy_pb2.Policy, role: str, member: str) -> None:
             binding.members.append(member)
             return
     policy.bindings.add(role=role, members=[member])
+
+
+def _expression(condition: Mapping[str, Any] | None) -> str | None:
+    return None if not condition else str(condition.get("expression"))
+
+
+def has_binding(
+    bindings: Iterable[Mapping[str, Any]],
+    role: str,
+    member: str,
+    condition: Mapping[str, Any] | None = None,
+) -> bool:
+    """`member` holds `role` under exactly `condition` (None: unconditionally) in JSON bindings."""
+    wanted = _expression(condition)
+    return any(
+        b["role"] == role and member in b["members"] and _expression(b.get("condition")) == wanted
+        for b in bindings
+    )
+
+
+def add_binding(
+    bindings: list[dict[str, Any]],
+    role: str,
+    member: str,
+    condition: Mapping[str, Any] | None = None,
+) -> None:
+    """Add `member` to the binding of `role` under `condition`, creating it if needed (the
+    storage client keeps members as a set, Google's JSON as a list)."""
+    wanted = _expression(condition)
+    for binding in bindings:
+        if binding["role"] == role and _expression(binding.get("condition")) == wanted:
+            members = binding["members"]
+            members.add(member) if isinstance(members, set) else members.append(member)
+            return
+    added: dict[str, Any] = {"role": role, "members": [member]}
+    if condition:
+        added["condition"] = dict(condition)
+    bindings.append(added)

@@ -42,6 +42,7 @@ FILE_MODE = 0o644
 EXEC_MODE = 0o755
 Status = cloudbuild_v1.Build.Status
 UNFINISHED = (Status.STATUS_UNKNOWN, Status.PENDING, Status.QUEUED, Status.WORKING)
+CLOUD_LOGGING_ONLY = cloudbuild_v1.BuildOptions.LoggingMode.CLOUD_LOGGING_ONLY
 
 
 def source_tarball(context_dir: Path) -> bytes:
@@ -104,6 +105,10 @@ class CloudBuildImageBuilder:
             images=[wanted.uri],
             timeout=duration_pb2.Duration(seconds=BUILD_TIMEOUT_S),
             tags=["emoji-finetune", wanted.uri.rsplit(":", 1)[1], attempt],
+            # The builder account (read builds/, push to the repository, write logs), not the
+            # default one; with a named account Cloud Build cannot use its default logs bucket.
+            service_account=self.names.account_name("builder"),
+            options=cloudbuild_v1.BuildOptions(logging=CLOUD_LOGGING_ONLY),
         )
         build_id = self.calls.call(
             "build",

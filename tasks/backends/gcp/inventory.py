@@ -14,12 +14,12 @@ from google.cloud import service_usage_v1
 from core.contracts import PipelineError, ResourceState
 from tasks.backends.gcp.calls import GoogleCalls
 from tasks.backends.gcp.clients import GoogleClients
-from tasks.backends.gcp.config import API_NAMES, GcpNames
+from tasks.backends.gcp.config import ACCOUNT_ROLES, API_NAMES, GcpNames
 from tasks.backends.gcp.errors import as_api_error
 
 
 class GcpInventory:
-    """`Inventory` of the APIs, account, bucket, secret, registry, job and service."""
+    """`Inventory` of the APIs, accounts, bucket, secret, registry, job and service."""
 
     def __init__(self, clients: GoogleClients, names: GcpNames, calls: GoogleCalls) -> None:
         self.clients = clients
@@ -28,11 +28,12 @@ class GcpInventory:
 
     def resources(self) -> list[ResourceState]:
         names, c = self.names, self.clients
-        account = f"projects/{names.project}/serviceAccounts/{names.service_account_email}"
+        accounts = c.iam.projects().serviceAccounts()
         checks: list[tuple[str, str, Callable[[], object]]] = [
             *(("api", f"{api}.googleapis.com", self._api_enabled(api)) for api in API_NAMES),
-            ("service account", names.service_account_email,
-             lambda: c.iam.projects().serviceAccounts().get(name=account).execute()),
+            *(("service account", names.account_email(role),
+               lambda role=role: accounts.get(name=names.account_name(role)).execute())
+              for role in ACCOUNT_ROLES),
             ("bucket", f"gs://{names.bucket}", lambda: c.storage.lookup_bucket(names.bucket)),
             ("secret", names.secret_id, lambda: c.secrets.get_secret(name=names.secret)),
             ("registry", names.repository_id,

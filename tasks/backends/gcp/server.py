@@ -116,7 +116,7 @@ class CloudRunModelServer:
             converge=True,
         )
         self._wait_ready(revision, deadline_s, write_error)
-        self._grant_invoker()  # the smoke test calls as the service account, public or not
+        self._grant_invoker()  # the smoke test calls as the invoker account, public or not
         url = self._tag_url(tag)
         return Endpoint(base_url=url, model=served_model_name, engine=ENGINE, server_id=revision)
 
@@ -251,11 +251,12 @@ class CloudRunModelServer:
         self.clients.services.update_service(service=service).result(timeout=OPERATION_TIMEOUT_S)
 
     def _grant_invoker(self) -> None:
-        """The pipeline's service account may call the service: user credentials impersonate
-        it to get an identity token for the smoke test."""
+        """The invoker account may call the service (and nothing else): the smoke test
+        impersonates it. Read first, so only a service this run created gets a write; that
+        one write uses the runner's custom role (`grants.SERVICE_IAM_PERMISSIONS`)."""
         services = self.clients.services
         resource = self.names.service
-        member = f"serviceAccount:{self.names.service_account_email}"
+        member = f"serviceAccount:{self.names.invoker_email}"
         edit = add_member_with_etag(
             lambda: services.get_iam_policy(
                 request=iam_policy_pb2.GetIamPolicyRequest(resource=resource)

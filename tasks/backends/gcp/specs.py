@@ -81,7 +81,7 @@ def job_spec(settings: GcpSettings, names: GcpNames, image_uri: str) -> run_v2.J
         ],
         max_retries=settings.max_retries,
         timeout=duration(GPU_TASK_CAP_S),
-        service_account=names.service_account_email,
+        service_account=names.trainer_email,  # the HF secret and the bucket's models/, inputs/
         execution_environment=run_v2.ExecutionEnvironment.EXECUTION_ENVIRONMENT_GEN2,
         node_selector=run_v2.NodeSelector(accelerator=settings.gpu_type),
         gpu_zonal_redundancy_disabled=not settings.gpu_zonal_redundancy,
@@ -170,7 +170,7 @@ def revision_template(
             )
         ],
         scaling=run_v2.RevisionScaling(min_instance_count=0, max_instance_count=1),
-        service_account=names.service_account_email,
+        service_account=names.server_email,  # reads models/, nothing else
         execution_environment=run_v2.ExecutionEnvironment.EXECUTION_ENVIRONMENT_GEN2,
         node_selector=run_v2.NodeSelector(accelerator=settings.gpu_type),
         gpu_zonal_redundancy_disabled=not settings.gpu_zonal_redundancy,
