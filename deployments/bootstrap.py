@@ -124,10 +124,17 @@ def ensure_gcp(project: str, region: str | None) -> dict[str, str]:
 
 
 def bootstrap(
-    project: str | None = None, region: str | None = None, results_bucket: str | None = None
+    project: str | None = None,
+    region: str | None = None,
+    results_bucket: str | None = None,
+    pools_only: bool = False,
 ) -> dict[str, str]:
-    """Every pool (and the results block when a bucket is given) → what was done to it."""
-    outcomes = ensure_gcp(project, region) if project else {}
+    """Every pool (and the results block when a bucket is given) → what was done to it.
+
+    With a project, the admin's Google bootstrap runs first unless `pools_only` (an operator
+    without admin rights registering the pools of a project an admin already bootstrapped).
+    """
+    outcomes = ensure_gcp(project, region) if project and not pools_only else {}
     with get_client(sync_client=True) as client:
         for spec in pool_specs(project, region):
             outcomes[f"work pool {spec.name}"] = ensure_pool(client, spec)
@@ -151,8 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--gcp-region", help=f"replaces {DEFAULT_REGION} in the template")
     parser.add_argument("--results-bucket", help="GCS bucket for task results (Cloud Run runs)")
+    parser.add_argument(
+        "--pools-only",
+        action="store_true",
+        help="only the work pools and Prefect blocks (fills the template with --gcp-project); "
+        "skips the Google bootstrap, for operators of a project an admin bootstrapped",
+    )
     args = parser.parse_args(argv)
-    outcomes = bootstrap(args.gcp_project, args.gcp_region, args.results_bucket)
+    outcomes = bootstrap(args.gcp_project, args.gcp_region, args.results_bucket, args.pools_only)
     for name, outcome in outcomes.items():
         print(f"{name}: {outcome}")
     return 0

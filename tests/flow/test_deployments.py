@@ -79,7 +79,7 @@ def ops(
             "GOOGLE_CLOUD_PROJECT": "emoji-test-project",
         }
         bootstrap = ["-m", "deployments.bootstrap", "--results-bucket", "emoji-results",
-                     "--gcp-project", "emoji-test-project"]  # fmt: skip
+                     "--gcp-project", "emoji-test-project", "--pools-only"]  # fmt: skip
         first = run_cli(bootstrap, env)
         assert "work pool emoji-local: created" in first
         assert "work pool emoji-cloud-run: created" in first
