@@ -94,7 +94,8 @@ def test_changing_one_field_keeps_the_workers_env_for_the_rest(
             **env,
             "PIPELINE_ENV_FILE": str(env_file),  # the worker's `.env`
             "PIPELINE_LOCAL__ROOT": str(store),  # the worker's own environment
-            "PIPELINE_TRAINING__MAX_STEPS": "6",  # keeps the test short; not a .env setting
+            # Short, yet enough for the untuned demo base to learn emoji at the .env's rate.
+            "PIPELINE_TRAINING__MAX_STEPS": "20",  # not a .env setting
         }
         for command in (["-m", "deployments.bootstrap"], ["-m", "prefect", "--no-prompt",
                                                           "deploy", "--all"]):  # fmt: skip
