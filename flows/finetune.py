@@ -10,6 +10,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from core.report import PipelineResult
+from flows.candidate import deploy_and_smoke_test
 from flows.parameters import NOTHING_SET, PipelineParameters
 from flows.plan import RunOutcome, plan_run
 from flows.steps import StepRecorder
@@ -18,8 +19,7 @@ from flows.wiring import build_backend
 from tasks.image import build_image
 from tasks.provision import provision
 from tasks.report import publish_report
-from tasks.serve import deploy, promote
-from tasks.smoke import smoke_test
+from tasks.serve import promote
 from tasks.train import train
 from tasks.verify import verify
 
@@ -60,18 +60,10 @@ def finetune_pipeline(settings: PipelineParameters = NOTHING_SET, plan: bool = F
     quality = settings.quality.model_dump()
     verified = step(verify, backend, lineage.model_prefix, lineage.key, prompt, quality)
 
-    # 5. Deploy a candidate server; the previous one keeps serving meanwhile.
-    serving, server, name = settings.serving, backend.server, settings.model.served_model_name
-    endpoint = step(deploy, server, lineage.model_prefix, name, serving.startup_timeout_s)
-
-    # 6. Smoke-test the candidate; a failing one is discarded and never gets traffic.
-    try:
-        smoke = step(
-            smoke_test, server, endpoint, prompt, serving.max_tokens, serving.smoke_timeout_s
-        )
-    except BaseException:
-        get_run_logger().warning("smoke test failed: %s", server.discard(endpoint))
-        raise
+    # 5 + 6. Deploy a candidate server next to the live one and smoke-test it; a failing
+    # candidate is discarded and never gets traffic.
+    endpoint, smoke = deploy_and_smoke_test(step, backend, settings, lineage.model_prefix)
+    server = backend.server
 
     # 7. Traffic moves to the new model, or the server stops at the end of the run.
     if settings.keeps_serving:

@@ -18,14 +18,14 @@ from prefect import flow, get_run_logger
 from core.contracts import ConfigurationError, Endpoint, PipelineError
 from core.lineage import model_prefix
 from core.model_versions import choose_rollback
+from flows.candidate import deploy_and_smoke_test
 from flows.cli import as_parameters, build_parser, settings_from_namespace
 from flows.models import collect_versions
 from flows.parameters import NOTHING_SET, PipelineParameters
 from flows.settings import SettingsError
 from flows.steps import StepRecorder
 from flows.wiring import build_backend
-from tasks.serve import deploy, promote
-from tasks.smoke import smoke_test
+from tasks.serve import promote
 from tasks.verify import verify
 
 
@@ -57,19 +57,11 @@ def rollback(
     target = choose_rollback(versions, to, previous)
     replaced = tuple(v.key for v in versions if v.serving)
     get_run_logger().info("rolling back to %s (serving now: %s)", target.key, replaced or "none")
-    step, serving, server = StepRecorder(), resolved.serving, backend.server
-    prefix, prompt = model_prefix(target.key), serving.smoke_prompt
-    step(verify, backend, prefix, target.key, prompt, resolved.quality.model_dump())
-    name = resolved.model.served_model_name
-    endpoint = step(deploy, server, prefix, name, serving.startup_timeout_s)
-    try:
-        smoke = step(
-            smoke_test, server, endpoint, prompt, serving.max_tokens, serving.smoke_timeout_s
-        )
-    except BaseException:
-        server.discard(endpoint)  # the version serving now keeps serving
-        raise
-    step(promote, server, endpoint)
+    step, prefix = StepRecorder(), model_prefix(target.key)
+    quality = resolved.quality.model_dump()
+    step(verify, backend, prefix, target.key, resolved.serving.smoke_prompt, quality)
+    endpoint, smoke = deploy_and_smoke_test(step, backend, resolved, prefix)  # else: unchanged
+    step(promote, backend.server, endpoint)
     return RollbackResult(target.key, endpoint, smoke.answer, replaced)
 
 
