@@ -3,10 +3,15 @@
 One bar per step that never goes backwards: the training job reports its whole run, weighted
 by phase (job_image/joblog.py), and the reporter never lowers what it has shown — a report
 that would (a restarted phase, an older job image's per-phase counts) leaves the bar as it is.
+
+Backends report from reader threads. Those threads must never die on a progress update: a
+dead reader stops draining the job's output, and the job then blocks on a full pipe. So an
+update that fails is logged once and the bar stays where it was; the step goes on.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from uuid import UUID
@@ -25,11 +30,13 @@ class ProgressReporter:
     def __init__(self, key: str, description: str, logger: logging.LoggerAdapter) -> None:  # type: ignore[type-arg]
         self.description = description
         self.logger = logger
-        # Created here, in the task's thread: backends report from reader threads, which
-        # carry no Prefect run context.
+        # Created here, in the task's thread; reader threads carry no Prefect context, so the
+        # task's (its API URL, its run) is kept and each update runs inside a copy of it.
         self._artifact: UUID = create_progress_artifact(
             progress=0.0, key=key, description=description
         )
+        self._context = contextvars.copy_context()
+        self._update_failed = False
         self._last_update = time.monotonic()
         self._last_logged_percent = -LOG_EVERY_PERCENT
         self._shown = 0.0
@@ -41,7 +48,7 @@ class ProgressReporter:
         finished = percent >= 100.0 > previous  # always shown, once
         now = time.monotonic()
         if now - self._last_update >= MIN_UPDATE_INTERVAL_S or finished:
-            update_progress_artifact(self._artifact, percent)
+            self._update_artifact(percent)
             self._last_update = now
         if percent - self._last_logged_percent >= LOG_EVERY_PERCENT or finished:
             self._last_logged_percent = percent
@@ -53,3 +60,11 @@ class ProgressReporter:
                 progress.total,
                 progress.message,
             )
+
+    def _update_artifact(self, percent: float) -> None:
+        try:
+            self._context.copy().run(update_progress_artifact, self._artifact, percent)
+        except Exception as error:  # progress is shown, never load-bearing
+            if not self._update_failed:
+                self._update_failed = True
+                self.logger.warning("%s: progress bar not updated (%s)", self.description, error)
