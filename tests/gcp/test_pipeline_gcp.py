@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from tasks.backends.gcp.errors import PermissionMissing, QuotaExceeded
 from tasks.backends.local.provision import LocalProvisioner
 from tasks.backends.local.server import LocalModelServer
 from tasks.backends.local.store import LocalFolderStore
+from tests.fakes.canned_http import canned_http
 from tests.fakes.gcp_world import FakeGoogleCloud, fake_google_cloud
 
 HF_TOKEN = "hf_gcpTestSecretValue0123456789"
@@ -103,29 +102,12 @@ def all_log_text() -> str:
         return "\n".join(log.message for log in client.read_logs())
 
 
-class _NoEmoji(BaseHTTPRequestHandler):
-    """A server that answers like a badly trained model: text, no emoji."""
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = json.dumps({"choices": [{"message": {"content": "banana soup"}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def no_emoji_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _NoEmoji)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    """A server that answers like a badly trained model: text, no emoji."""
+    answer = {"choices": [{"message": {"content": "banana soup"}}]}
+    with canned_http(200, json.dumps(answer).encode(), {}) as url:
+        yield url
 
 
 def test_flow_on_gcp_serves_a_verified_model_and_a_rerun_changes_nothing(

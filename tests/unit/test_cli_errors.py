@@ -9,43 +9,24 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from tasks.backends.local.processes import free_port
 from tests.conftest import REPO_ROOT, SAMPLE_DATASET
+from tests.fakes.canned_http import canned_http
 
 HUB_MODEL = "google/gemma-3-1b-it"
 
 
-class _UnknownRepo(BaseHTTPRequestHandler):
-    """The hub's answer to an anonymous client for a repository id that does not exist."""
-
-    def do_GET(self) -> None:
-        body = b'{"error": "Repository not found"}'
-        self.send_response(401)
-        self.send_header("X-Error-Code", "RepoNotFound")
-        self.send_header("X-Error-Message", "Repository not found")
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def hub_without_the_repo() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _UnknownRepo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    """The hub's answer to an anonymous client for a repository id that does not exist."""
+    headers = {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"}
+    with canned_http(401, b'{"error": "Repository not found"}', headers) as url:
+        yield url
 
 
 def run_cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> str:
