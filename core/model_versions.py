@@ -11,11 +11,12 @@ The backends only add which version serves now (`ServingLookup`).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from core.contracts import ArtifactStore, ConfigurationError
+from core.dataset_events import is_gcs_uri
 from core.lineage import MODELS_PREFIX, model_prefix
 from core.quality_gate import QualityThresholds, quality_problems
 
@@ -134,6 +135,32 @@ def previous_passed(versions: Iterable[ModelVersion]) -> ModelVersion | None:
             v
             for v in ordered
             if v.servable and not v.serving and (live is None or v.created < live.created)
+        ),
+        None,
+    )
+
+
+def serving_newer_generation(
+    read_versions: Callable[[], Iterable[ModelVersion]], dataset: str, revision: str
+) -> ModelVersion | None:
+    """The serving version trained on a newer generation of the same GCS dataset, if any.
+
+    Two uploads close together start two runs, and Prefect may create (and so run) them in
+    either order; the run on the older generation can end last. Its model must not replace
+    the newer one: the pipeline only moves forward (`rollback` moves back). Only GCS
+    generations are ordered; hub commits and content hashes are not, so they never supersede
+    (and `read_versions`, which reads the store and the server, is not called for them).
+    """
+    if not (is_gcs_uri(dataset) and revision.isdigit()):
+        return None
+    return next(
+        (
+            v
+            for v in read_versions()
+            if v.serving
+            and v.dataset == dataset
+            and v.dataset_revision.isdigit()
+            and int(v.dataset_revision) > int(revision)
         ),
         None,
     )

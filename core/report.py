@@ -30,6 +30,7 @@ class PipelineResult:
     answer: str
     kept_serving: bool
     stop_hint: str
+    serving_note: str = ""
     steps: list[StepRecord] = field(default_factory=list)
 
 

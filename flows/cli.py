@@ -169,7 +169,7 @@ def print_summary(result: Any) -> None:
     if result.kept_serving:
         print(f"served   {url}  ({served})")
     else:
-        print(f"served   smoke-tested, then stopped ({served}; --keep-serving leaves it up)")
+        print(f"served   smoke-tested ({served}); {result.serving_note}")
     print(f"answer   {result.answer}")
     if result.kept_serving:
         print()

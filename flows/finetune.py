@@ -7,10 +7,14 @@ failures only; provision, build, train and verify are cached on what the world s
 
 from __future__ import annotations
 
+from functools import partial
+
 from prefect import flow, get_run_logger
 
+from core.model_versions import serving_newer_generation
 from core.report import PipelineResult
 from flows.candidate import deploy_and_smoke_test
+from flows.models import collect_versions
 from flows.parameters import NOTHING_SET, PipelineParameters
 from flows.plan import RunOutcome, plan_run
 from flows.steps import StepRecorder
@@ -65,8 +69,20 @@ def finetune_pipeline(settings: PipelineParameters = NOTHING_SET, plan: bool = F
     endpoint, smoke = deploy_and_smoke_test(step, backend, settings, lineage.model_prefix)
     server = backend.server
 
-    # 7. Traffic moves to the new model, or the server stops at the end of the run.
-    if settings.keeps_serving:
+    # 7. Traffic moves to the new model — unless a model of a newer generation of the same
+    # dataset serves by now (runs of two close uploads may end in either order) — or the
+    # server stops at the end of the run.
+    newer = settings.keeps_serving and serving_newer_generation(
+        partial(collect_versions, settings, backend), lineage.dataset, lineage.dataset_revision
+    )
+    if newer:
+        serving_note = (
+            f"not promoted: {newer.key} serves generation {newer.dataset_revision} of "
+            f"{lineage.dataset}, newer than {lineage.dataset_revision}; "
+            f"{server.discard(endpoint)}"
+        )
+        get_run_logger().warning(serving_note)
+    elif settings.keeps_serving:
         step(promote, server, endpoint)
         serving_note = f"kept running; stop with `{server.how_to_stop(endpoint)}`"
     else:
@@ -80,7 +96,8 @@ def finetune_pipeline(settings: PipelineParameters = NOTHING_SET, plan: bool = F
         metrics=dict(verified.metrics),
         endpoint=endpoint,
         answer=smoke.answer,
-        kept_serving=settings.keeps_serving,
+        kept_serving=settings.keeps_serving and not newer,
+        serving_note=serving_note,
         stop_hint=server.how_to_stop(endpoint),
         steps=step.records,
     )

@@ -22,6 +22,7 @@ from prefect.testing.utilities import prefect_test_harness
 from core.contracts import Endpoint, SmokeTestFailed, TrainingFailed
 from flows.finetune import PipelineResult, finetune_pipeline
 from flows.parameters import PipelineParameters
+from tasks.backends.gcp.backend import build_gcp_backend
 from tasks.backends.gcp.errors import PermissionMissing, QuotaExceeded
 from tasks.backends.local.provision import LocalProvisioner
 from tasks.backends.local.server import LocalModelServer
@@ -74,14 +75,15 @@ def world(
 def make_settings(
     world: FakeGoogleCloud,
     base_model: Path,
-    dataset: Path,
+    dataset: Path | str,
     gcp: dict[str, Any] | None = None,
+    revision: str | None = None,
     **training: Any,
 ) -> PipelineParameters:
     return PipelineParameters(
         backend="gcp",
         model={"base_model": str(base_model)},
-        data={"dataset": str(dataset), "sample_size": 96, "eval_size": 8},
+        data={"dataset": str(dataset), "revision": revision, "sample_size": 96, "eval_size": 8},
         training={"max_steps": 6, "max_length": 96, "timeout_s": 600, **training},
         serving={"startup_timeout_s": 120},
         gcp=world.gcp_values(**(gcp or {})),
@@ -330,3 +332,33 @@ def test_service_settings_apply_on_the_next_run_even_for_the_same_model(
 
     finetune_pipeline(settings)
     assert not world.fake.resource(world.names.service).get("invokerIamDisabled")
+
+
+def test_a_run_on_an_older_generation_never_replaces_a_newer_one(
+    harness: None,
+    world: FakeGoogleCloud,
+    tiny_model_dir: Path,
+    tuned_model_dir: Path,
+    sample_dataset_path: Path,
+) -> None:
+    """Two close uploads start two runs that may end in either order: the late run on the
+    older generation trains and is smoke-tested, but traffic stays on the newer one."""
+    blob = world.storage.bucket(world.names.bucket).blob("data/text2emoji.jsonl")
+    blob.upload_from_string(sample_dataset_path.read_bytes())
+    uri, older = f"gs://{world.names.bucket}/data/text2emoji.jsonl", str(blob.generation)
+    # What the run on the next upload left: its model, serving (the emulator keeps only the
+    # live generation, so the newer one is recorded in a lineage rather than uploaded).
+    newer, newer_key = str(int(older) + 1), "ffff0000ffff0000"
+    lineage = {"dataset": uri, "dataset_revision": newer, "training": {}}
+    args = ["--output-dir", f"/mnt/store/models/{newer_key}", "--lineage-key", newer_key,
+            "--lineage-json", json.dumps(lineage)]  # fmt: skip
+    world.publish_model(tuned_model_dir, args)
+    server = build_gcp_backend(make_settings(world, tiny_model_dir, uri).resolve().gcp).server
+    server.promote(server.deploy(f"models/{newer_key}", "emoji-gemma", 60))
+    serving = service_traffic(world)
+
+    late = finetune_pipeline(make_settings(world, tiny_model_dir, uri, revision=older))
+
+    assert not late.kept_serving
+    assert late.serving_note.startswith(f"not promoted: {newer_key} serves generation {newer}")
+    assert service_traffic(world) == serving

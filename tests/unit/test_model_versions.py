@@ -10,9 +10,11 @@ from core.model_versions import (
     INCOMPLETE,
     PASSED,
     REJECTED,
+    ModelVersion,
     format_table,
     list_versions,
     previous_passed,
+    serving_newer_generation,
     table_rows,
 )
 from core.quality_gate import QualityThresholds
@@ -88,3 +90,23 @@ def test_an_empty_store_lists_nothing_and_has_no_previous(tmp_path: Path) -> Non
     versions = list_versions(LocalFolderStore(tmp_path), DEFAULTS, GATE, {})
     assert versions == [] and previous_passed(versions) is None
     assert format_table(table_rows(versions)) == "no model versions in the store yet"
+
+
+def test_only_a_serving_newer_generation_of_the_same_gcs_dataset_supersedes() -> None:
+    uri = "gs://data/emoji.jsonl"
+    serving = ModelVersion(
+        key="live", created="t2", dataset=uri, dataset_revision="20", serving="x"
+    )
+    idle = ModelVersion(key="idle", created="t3", dataset=uri, dataset_revision="30")
+    versions = [serving, idle]
+
+    assert serving_newer_generation(lambda: versions, uri, "10") == serving
+    assert serving_newer_generation(lambda: versions, uri, "20") is None  # itself, a rerun
+    assert serving_newer_generation(lambda: versions, uri, "25") is None  # idle 30 does not count
+    assert serving_newer_generation(lambda: versions, "gs://data/other.jsonl", "10") is None
+
+    def unread() -> list[ModelVersion]:
+        raise AssertionError("hub and file revisions are not ordered: nothing to read")
+
+    assert serving_newer_generation(unread, "KomeijiForce/Text2Emoji", "abc123") is None
+    assert serving_newer_generation(unread, "data/x.jsonl", "sha256:00") is None
