@@ -119,13 +119,13 @@ def ensure_results_block(bucket: str) -> str:
     return "created" if existing is None else "updated"
 
 
-def ensure_gcp(gcp: GcpSettings) -> dict[str, str]:
+def ensure_gcp(project: str, region: str | None) -> dict[str, str]:
     """The admin's half of the Google rights (the per-run pipeline only checks it was done)."""
     from tasks.backends.gcp.backend import build_gcp_bootstrap
 
-    report = build_gcp_bootstrap(gcp).ensure(on_log=print)
+    report = build_gcp_bootstrap(gcp_settings(project, region)).ensure(on_log=print)
     done = f"created {', '.join(report.created)}" if report.created else "unchanged"
-    return {f"gcp project {gcp.project}": done}
+    return {f"gcp project {project}": done}
 
 
 def bootstrap(
@@ -139,8 +139,8 @@ def bootstrap(
     With a project, the admin's Google bootstrap runs first unless `pools_only` (an operator
     without admin rights registering the pools of a project an admin already bootstrapped).
     """
+    outcomes = ensure_gcp(project, region) if project and not pools_only else {}
     gcp = gcp_settings(project, region) if project else None
-    outcomes = ensure_gcp(gcp) if gcp is not None and not pools_only else {}
     with get_client(sync_client=True) as client:
         for spec in pool_specs(gcp, registered_image(client)):
             outcomes[f"work pool {spec.name}"] = ensure_pool(client, spec)
