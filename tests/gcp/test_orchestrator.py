@@ -38,7 +38,7 @@ from deployments.bootstrap import CLOUD_RUN_POOL, ensure_results_block
 from deployments.deploy_gcp import deploy_gcp, main
 from flows.settings import env_variable
 from tests.conftest import REPO_ROOT
-from tests.fakes.chat_server import answering_server
+from tests.fakes.canned_http import canned_http
 from tests.fakes.gcp_world import FakeGoogleCloud, fake_google_cloud
 
 DEPLOYMENT = "emoji-finetune/cloud-run"
@@ -206,7 +206,8 @@ def test_a_gcp_run_needs_no_training_library(
         "PIPELINE_TRAINING__MAX_STEPS": "6",
     }
     paths = [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
-    with answering_server("🎉🍰") as served:
+    answer = json.dumps({"choices": [{"message": {"content": "🎉🍰"}}]}).encode()
+    with canned_http(200, answer, {}) as served:  # the smoke test's peer; no model loads
         world.fake.service_url = served
         world.fake.url_for_tag = lambda tag: served
         run = subprocess.run(
