@@ -92,8 +92,8 @@ def register_deployment(api_url: str) -> None:
         check=False,
     )
     if completed.returncode != 0:
-        detail = (completed.stderr or completed.stdout).strip().splitlines()[-1:]
-        raise ConfigurationError(f"`prefect deploy --name {DEPLOYMENT}` failed: {detail}")
+        lines = (completed.stderr or completed.stdout).strip().splitlines() or ["no output"]
+        raise ConfigurationError(f"`prefect deploy --name {DEPLOYMENT}` failed: {lines[-1]}")
 
 
 def deploy_gcp(gcp: GcpSettings) -> dict[str, str]:
