@@ -39,7 +39,7 @@ from deployments.alerts import AlertSettings, ensure_alerts
 from deployments.cloud_run_pool import RESULTS_BLOCK, cloud_run_template, template_image
 from deployments.events import ensure_dataset_events
 from flows.dataset_events import DatasetEventSettings
-from flows.settings import load_settings
+from flows.settings import SettingsError, load_settings
 from tasks.backends.gcp.config import GcpSettings
 
 LOCAL_POOL = "emoji-local"
@@ -140,9 +140,9 @@ def bootstrap(
     without admin rights registering the pools of a project an admin already bootstrapped).
     """
     outcomes = ensure_gcp(project, region) if project and not pools_only else {}
-    gcp = gcp_settings(project, region) if project else None
+    gcp = gcp_settings(project, region)  # the project may also come from PIPELINE_GCP__PROJECT
     with get_client(sync_client=True) as client:
-        for spec in pool_specs(gcp, registered_image(client)):
+        for spec in pool_specs(gcp if gcp.project else None, registered_image(client)):
             outcomes[f"work pool {spec.name}"] = ensure_pool(client, spec)
     if results_bucket:
         outcomes[f"block gcs-bucket/{RESULTS_BLOCK}"] = ensure_results_block(results_bucket)
@@ -171,7 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "skips the Google bootstrap, for operators of a project an admin bootstrapped",
     )
     args = parser.parse_args(argv)
-    outcomes = bootstrap(args.gcp_project, args.gcp_region, args.results_bucket, args.pools_only)
+    try:
+        outcomes = bootstrap(
+            args.gcp_project, args.gcp_region, args.results_bucket, args.pools_only
+        )
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     for name, outcome in outcomes.items():
         print(f"{name}: {outcome}")
     return 0

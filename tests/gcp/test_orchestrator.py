@@ -34,7 +34,8 @@ from prefect_gcp.models.cloud_run_v2 import JobV2
 from prefect_gcp.workers.cloud_run_v2 import CloudRunWorkerJobV2Configuration
 
 from core.contracts import ConfigurationError
-from deployments.bootstrap import CLOUD_RUN_POOL, ensure_results_block
+from deployments.bootstrap import CLOUD_RUN_POOL, bootstrap, ensure_results_block
+from deployments.cloud_run_pool import template_image
 from deployments.deploy_gcp import deploy_gcp, main
 from flows.settings import env_variable
 from tests.conftest import REPO_ROOT
@@ -170,6 +171,11 @@ def test_deploy_builds_once_and_the_worker_submits_the_digest_runner_and_results
     assert env["PIPELINE_GCP__PROJECT"] == world.project
     assert "PIPELINE_GCP__API_ENDPOINTS" not in env, "test hooks never reach Cloud Run"
     assert container["command"][:3] == ["prefect", "flow-run", "execute"]
+
+    bootstrap(world.project, pools_only=True)  # an operator re-registering the pools
+    with get_client(sync_client=True) as client:
+        template = client.read_work_pool(CLOUD_RUN_POOL).base_job_template
+    assert template_image(template) == image, "only deploy_gcp changes the image"
 
 
 # Runs the pipeline's command line where torch, transformers & co. are not importable (the
