@@ -31,7 +31,7 @@ export TOKENIZERS_PARALLELISM := false
 export TQDM_DISABLE ?= 1
 
 .PHONY: demo test test-slow test-vllm test-ui test-image-pins lint format serve-demo clean \
-	install server deploy worker run watch teardown bench
+	install server deploy deploy-gcp worker-gcp worker run watch teardown bench
 
 install: $(STAMP)
 
@@ -61,6 +61,16 @@ deploy: $(STAMP)
 	$(BIN)/python -m deployments.bootstrap $(BOOTSTRAP_ARGS)
 	$(BIN)/prefect --no-prompt deploy --all
 
+## deploy-gcp: the orchestrator image (Cloud Build), the emoji-cloud-run pool running it by
+# digest, and the `cloud-run` deployment; PIPELINE_GCP__PROJECT (or DEPLOY_GCP_ARGS="--gcp-project
+# P") names the project. Unchanged code builds nothing.
+deploy-gcp: $(STAMP)
+	$(BIN)/python -m deployments.deploy_gcp $(DEPLOY_GCP_ARGS)
+
+## worker-gcp: a cloud-run-v2 worker: each run of `cloud-run` becomes a Cloud Run job
+worker-gcp: $(STAMP)
+	$(BIN)/prefect worker start --pool emoji-cloud-run --type cloud-run-v2
+
 ## worker: a process worker that runs the `local` deployments from this checkout
 worker: $(STAMP)
 	$(BIN)/prefect worker start --pool emoji-local --type process
@@ -79,7 +89,7 @@ watch: $(STAMP)
 teardown: $(STAMP)
 	$(BIN)/prefect deployment run emoji-teardown/teardown
 
-deploy worker run watch teardown: export PREFECT_API_URL ?= $(PREFECT_API)
+deploy deploy-gcp worker-gcp worker run watch teardown: export PREFECT_API_URL ?= $(PREFECT_API)
 
 ## test: the default suite (unit, contract, flow, training on a tiny model)
 test: $(STAMP)

@@ -11,7 +11,9 @@
 * `emoji-local` (process): runs the pipeline on the worker's machine (`local` backend).
 * `emoji-cloud-run` (cloud-run-v2): runs the orchestrating flow on Cloud Run (CPU); the GPU
   work stays in the Cloud Run job the flow starts. Its base job template is
-  `deployments/cloud-run-v2-base-job-template.json`, with project and region filled in.
+  `deployments/cloud-run-v2-base-job-template.json` filled from the `gcp` settings
+  (`deployments/cloud_run_pool.py`). Bootstrap keeps the image the pool already runs;
+  `python -m deployments.deploy_gcp` builds the orchestrator image and sets it.
 * `gcs-bucket/emoji-finetune-results` (with `--results-bucket`): where the Cloud Run
   deployment keeps task results and cache records, since its containers are thrown away.
 * `custom-webhook/emoji-finetune-alerts` + the `emoji-finetune-alerts` automation (when
@@ -24,11 +26,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
@@ -36,15 +36,14 @@ from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.exceptions import ObjectNotFound
 
 from deployments.alerts import AlertSettings, ensure_alerts
+from deployments.cloud_run_pool import RESULTS_BLOCK, cloud_run_template, template_image
 from deployments.events import ensure_dataset_events
 from flows.dataset_events import DatasetEventSettings
+from flows.settings import SettingsError, load_settings
+from tasks.backends.gcp.config import GcpSettings
 
 LOCAL_POOL = "emoji-local"
 CLOUD_RUN_POOL = "emoji-cloud-run"
-TEMPLATE_PATH = Path(__file__).with_name("cloud-run-v2-base-job-template.json")
-RESULTS_BLOCK = "emoji-finetune-results"
-PROJECT_PLACEHOLDER = "PROJECT"
-DEFAULT_REGION = "europe-west1"
 
 
 @dataclass(frozen=True)
@@ -55,26 +54,35 @@ class PoolSpec:
     description: str
 
 
-def cloud_run_template(project: str | None, region: str | None) -> dict[str, Any]:
-    """The committed template, with the project and region of this installation."""
-    text = TEMPLATE_PATH.read_text()
-    if project:
-        text = text.replace(PROJECT_PLACEHOLDER, project)
-    if region:
-        text = text.replace(DEFAULT_REGION, region)
-    return json.loads(text)
+def gcp_settings(project: str | None, region: str | None) -> GcpSettings:
+    """The `gcp` settings of the environment (and `.env`), with the command's project/region."""
+    given = {"project": project, "region": region}
+    return load_settings(gcp={name: value for name, value in given.items() if value}).gcp
 
 
-def pool_specs(project: str | None, region: str | None) -> list[PoolSpec]:
+def cloud_run_pool(gcp: GcpSettings | None, image: str | None) -> PoolSpec:
+    """The Cloud Run pool, its template filled from `gcp`, running `image` when given."""
+    return PoolSpec(
+        CLOUD_RUN_POOL,
+        "cloud-run-v2",
+        cloud_run_template(gcp, image),
+        "Runs the emoji pipeline's orchestrating flow on Cloud Run (CPU).",
+    )
+
+
+def pool_specs(gcp: GcpSettings | None, image: str | None) -> list[PoolSpec]:
     return [
         PoolSpec(LOCAL_POOL, "process", {}, "Runs the emoji pipeline on the worker's machine."),
-        PoolSpec(
-            CLOUD_RUN_POOL,
-            "cloud-run-v2",
-            cloud_run_template(project, region),
-            "Runs the emoji pipeline's orchestrating flow on Cloud Run (CPU).",
-        ),
+        cloud_run_pool(gcp, image),
     ]
+
+
+def registered_image(client: SyncPrefectClient) -> str | None:
+    """The orchestrator image the Cloud Run pool runs now (only deploy_gcp changes it)."""
+    try:
+        return template_image(client.read_work_pool(CLOUD_RUN_POOL).base_job_template)
+    except ObjectNotFound:
+        return None
 
 
 def ensure_pool(client: SyncPrefectClient, spec: PoolSpec) -> str:
@@ -113,12 +121,9 @@ def ensure_results_block(bucket: str) -> str:
 
 def ensure_gcp(project: str, region: str | None) -> dict[str, str]:
     """The admin's half of the Google rights (the per-run pipeline only checks it was done)."""
-    from flows.settings import load_settings
     from tasks.backends.gcp.backend import build_gcp_bootstrap
 
-    where = {"project": project} | ({"region": region} if region else {})
-    bootstrapper = build_gcp_bootstrap(load_settings(gcp=where).gcp)
-    report = bootstrapper.ensure(on_log=print)
+    report = build_gcp_bootstrap(gcp_settings(project, region)).ensure(on_log=print)
     done = f"created {', '.join(report.created)}" if report.created else "unchanged"
     return {f"gcp project {project}": done}
 
@@ -135,8 +140,9 @@ def bootstrap(
     without admin rights registering the pools of a project an admin already bootstrapped).
     """
     outcomes = ensure_gcp(project, region) if project and not pools_only else {}
+    gcp = gcp_settings(project, region)  # the project may also come from PIPELINE_GCP__PROJECT
     with get_client(sync_client=True) as client:
-        for spec in pool_specs(project, region):
+        for spec in pool_specs(gcp if gcp.project else None, registered_image(client)):
             outcomes[f"work pool {spec.name}"] = ensure_pool(client, spec)
     if results_bucket:
         outcomes[f"block gcs-bucket/{RESULTS_BLOCK}"] = ensure_results_block(results_bucket)
@@ -154,9 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--gcp-project",
         help="bootstraps that Google project (accounts, roles, bucket, secret, registry) and "
-        "fills PROJECT in the Cloud Run template",
+        "fills the Cloud Run pool's template from the gcp settings",
     )
-    parser.add_argument("--gcp-region", help=f"replaces {DEFAULT_REGION} in the template")
+    parser.add_argument("--gcp-region", help="the region (default: PIPELINE_GCP__REGION)")
     parser.add_argument("--results-bucket", help="GCS bucket for task results (Cloud Run runs)")
     parser.add_argument(
         "--pools-only",
@@ -165,7 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "skips the Google bootstrap, for operators of a project an admin bootstrapped",
     )
     args = parser.parse_args(argv)
-    outcomes = bootstrap(args.gcp_project, args.gcp_region, args.results_bucket, args.pools_only)
+    try:
+        outcomes = bootstrap(
+            args.gcp_project, args.gcp_region, args.results_bucket, args.pools_only
+        )
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     for name, outcome in outcomes.items():
         print(f"{name}: {outcome}")
     return 0

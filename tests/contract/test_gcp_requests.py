@@ -473,6 +473,7 @@ def expected_bindings(world: FakeGoogleCloud) -> set[Binding]:
         (sa("runner"), "roles/iam.serviceAccountUser", account + n.trainer_email, None),
         (sa("runner"), "roles/iam.serviceAccountUser", account + n.server_email, None),
         (sa("runner"), "roles/iam.serviceAccountUser", account + n.account_email("builder"), None),
+        (sa("runner"), "roles/iam.serviceAccountUser", account + n.account_email("runner"), None),
         (sa("runner"), "roles/iam.serviceAccountTokenCreator", account + n.invoker_email, None),
     }
 

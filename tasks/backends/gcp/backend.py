@@ -17,6 +17,8 @@ one line before anything is created.
 
 from __future__ import annotations
 
+import dataclasses
+
 from core.contracts import Backend, ConfigurationError
 from tasks.backends.gcp.bootstrap import GcpBootstrap
 from tasks.backends.gcp.calls import GoogleCalls
@@ -49,6 +51,15 @@ def build_gcp_bootstrap(settings: GcpSettings) -> GcpBootstrap:
     """What `deployments.bootstrap --gcp-project` runs: the admin's half of the rights."""
     names, clients, calls = _parts(settings)
     return GcpBootstrap(clients, names, calls)
+
+
+def build_gcp_image_builder(settings: GcpSettings, image: str) -> CloudBuildImageBuilder:
+    """The training image's builder, pushing to package `image` of the same registry instead
+    (the orchestrator image: `deployments.deploy_gcp`). The builder names its package after
+    the job, so only that name changes; bucket, builder account and retries are the same."""
+    names, clients, calls = _parts(settings)
+    names = dataclasses.replace(names, job_id=image)
+    return CloudBuildImageBuilder(clients, names, GcsStore(clients, names, calls), calls, settings)
 
 
 def _parts(settings: GcpSettings) -> tuple[GcpNames, GoogleClients, GoogleCalls]:

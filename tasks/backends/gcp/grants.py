@@ -9,7 +9,8 @@ lets a role be granted on:
 | server  | the Cloud Run service     | read `models/`                                        |
 | builder | Cloud Build               | read `builds/`; push to the repository; write logs    |
 | runner  | the orchestrating flow    | run jobs, deploy services and builds as the three     |
-|         |                           | above; stage inputs; read the registry and the secret |
+|         |                           | above (and orchestrator jobs as itself); stage        |
+|         |                           | inputs; read the registry and the secret              |
 | invoker | the smoke test's identity | call the service (the runner impersonates it)         |
 
 The bucket grants carry IAM conditions on object prefixes (GCS evaluates `resource.name` as
@@ -110,9 +111,11 @@ def bootstrap_grants(names: GcpNames) -> tuple[Grant, ...]:
         Grant("runner", "roles/storage.objectUser", "bucket", bucket),
         Grant("runner", "roles/artifactregistry.reader", "repository", repository),
         Grant("runner", "roles/secretmanager.viewer", "secret", secret),
+        # ...and as itself: the cloud-run-v2 worker, running as the runner, creates each
+        # orchestrator job with the runner as its identity (`make deploy-gcp`).
         *(
             Grant("runner", "roles/iam.serviceAccountUser", "account", names.account_email(who))
-            for who in ("trainer", "server", "builder")
+            for who in ("trainer", "server", "builder", "runner")
         ),
         Grant(
             "runner",
