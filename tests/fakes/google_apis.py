@@ -2,12 +2,13 @@
 
 Cloud Run v2 (jobs, executions, services, revisions, operations), Secret Manager, Artifact
 Registry, Cloud Build, Service Usage, IAM, Resource Manager (project IAM policies) and Cloud
-Logging (`entries.list`, in logging_api.py: what executions print) have no emulator, so this fake implements the methods the backend uses with Google's semantics: 404 for
-a missing resource, 409 for a duplicate, etags on IAM policies and resources (a stale etag is a
-409 ABORTED, 412 on GCS), long-running operations, 403 SERVICE_DISABLED until an API is
-enabled, and bodies validated against Google's discovery documents. Storage requests are
-proxied to the real GCS emulator (fake-gcs-server), adding what it lacks: bucket location,
-uniform access and bucket IAM.
+Logging (`entries.list`, in logging_api.py: what executions print) have no emulator, so this
+fake implements the methods the backend uses with Google's semantics: 404 for a missing
+resource, 409 for a duplicate, etags on IAM policies and resources (a stale etag is a 409
+ABORTED, 412 on GCS), long-running operations, 403 SERVICE_DISABLED until an API is enabled,
+and bodies validated against Google's discovery documents. Storage requests are proxied to the
+real GCS emulator (fake-gcs-server), adding what it lacks: bucket location, uniform access and
+bucket IAM.
 
 Faults come the way Google produces them, on demand:
 

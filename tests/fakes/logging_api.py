@@ -191,4 +191,5 @@ class LoggingFake:
 
 
 def _token(text: str, offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"filter": text, "offset": offset}).encode()).decode()
+    state = json.dumps({"filter": text, "offset": offset})
+    return base64.urlsafe_b64encode(state.encode()).decode()
