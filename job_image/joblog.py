@@ -3,9 +3,9 @@
 A PROGRESS line is `PROGRESS {"phase": ..., "step": s, "total": t, "overall": f, ...extras}`:
 `step`/`total` count within the phase, `overall` (0..1) is the whole job's share done, weighted
 by phase, so one bar can show the job without ever going backwards or reading 100 % while the
-model is still loading. Locally the runner reads these lines from the subprocess's stdout
-(tasks/backends/local/processes.py); on Cloud Run they land in the execution's Cloud Logging
-stream (its log URI), for people to read — the gcp runner reports elapsed time instead.
+model is still loading. Locally the runner reads these lines from the subprocess's stdout; on
+Cloud Run they land in the execution's Cloud Logging stream, which the gcp runner polls. Both
+parse them with core/job_progress.py (this package is standalone: the format is the contract).
 """
 
 from __future__ import annotations

@@ -354,6 +354,7 @@ def test_the_wait_covers_every_attempt_cloud_run_makes(
     backend = backend_for(world, max_retries=2)
     image = backend.builder.build(JOB_IMAGE, on_log=quiet)
     world.fake.execution_mode = "hold"
+    world.fake.logs.job_lines = ()  # no PROGRESS lines: progress is the elapsed share of the wait
     spec = job_spec(KEY, sample_dataset_path, deadline_s=0.4)
     seen: list[float] = []
 
@@ -466,6 +467,7 @@ def expected_bindings(world: FakeGoogleCloud) -> set[Binding]:
         (sa("builder"), "roles/logging.logWriter", project, None),
         (sa("runner"), "roles/run.developer", project, None),
         (sa("runner"), "roles/cloudbuild.builds.editor", project, None),
+        (sa("runner"), "roles/logging.viewer", project, None),
         (sa("runner"), f"{project}/roles/emoji_finetune_service_iam", project, None),
         (sa("runner"), "roles/storage.objectUser", bucket, None),
         (sa("runner"), "roles/artifactregistry.reader", n.repository, None),
@@ -503,9 +505,11 @@ def test_bootstrap_writes_exactly_the_least_privilege_bindings(world: FakeGoogle
         "run.services.setIamPolicy",
     ], "the runner may set the invoker of a service, and nothing else of IAM"
     (enable,) = world.fake.calls("serviceusage.services.batchEnable")
-    assert {"iamcredentials.googleapis.com", "cloudresourcemanager.googleapis.com"} <= set(
-        enable.body["serviceIds"]
-    )
+    assert {
+        "iamcredentials.googleapis.com",
+        "cloudresourcemanager.googleapis.com",
+        "logging.googleapis.com",
+    } <= set(enable.body["serviceIds"])
     bucket_policy = world.fake.state.policies[f"storage/buckets/{world.names.bucket}"]
     assert bucket_policy["version"] == 3, "conditional bindings need a version-3 policy"
 

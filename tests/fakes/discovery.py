@@ -26,6 +26,7 @@ APIS = (
     "serviceusage.v1",
     "iam.v1",
     "cloudresourcemanager.v3",
+    "logging.v2",
 )
 INT_FORMATS = frozenset({"int32", "uint32", "int64", "uint64"})
 _DURATION = re.compile(r"^-?\d+(\.\d+)?s$")

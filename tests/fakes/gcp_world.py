@@ -59,6 +59,7 @@ class FakeGoogleCloud:
         fast = {
             "project": self.project,
             "poll_interval_s": 0.05,
+            "log_tail_s": 0.2,
             "api_retry_first_delay_s": 0.05,
             "api_retry_deadline_s": 20.0,
             "service_enable_propagation_s": 20.0,

@@ -1,13 +1,14 @@
 """One local HTTP server standing in for the Google control-plane APIs the backend calls.
 
 Cloud Run v2 (jobs, executions, services, revisions, operations), Secret Manager, Artifact
-Registry, Cloud Build, Service Usage, IAM and Resource Manager (project IAM policies) have no
-emulator, so this fake implements the methods the backend uses with Google's semantics: 404 for
-a missing resource, 409 for a duplicate, etags on IAM policies and resources (a stale etag is a
-409 ABORTED, 412 on GCS), long-running operations, 403 SERVICE_DISABLED until an API is
-enabled, and bodies validated against Google's discovery documents. Storage requests are
-proxied to the real GCS emulator (fake-gcs-server), adding what it lacks: bucket location,
-uniform access and bucket IAM.
+Registry, Cloud Build, Service Usage, IAM, Resource Manager (project IAM policies) and Cloud
+Logging (`entries.list`, in logging_api.py: what executions print) have no emulator, so this
+fake implements the methods the backend uses with Google's semantics: 404 for a missing
+resource, 409 for a duplicate, etags on IAM policies and resources (a stale etag is a 409
+ABORTED, 412 on GCS), long-running operations, 403 SERVICE_DISABLED until an API is enabled,
+and bodies validated against Google's discovery documents. Storage requests are proxied to the
+real GCS emulator (fake-gcs-server), adding what it lacks: bucket location, uniform access and
+bucket IAM.
 
 Faults come the way Google produces them, on demand:
 
@@ -20,7 +21,9 @@ Faults come the way Google produces them, on demand:
 - `propagation_calls = N`: after `services:batchEnable`, each newly enabled API still answers
   403 SERVICE_DISABLED (with Google's ErrorInfo) to its next N calls.
 - `listing_lag = N`: a new execution or build is missing from the next N listings.
-- `work_polls = N`: executions and builds keep running for N reads before they end.
+- `work_polls = N`: executions and builds keep running for N reads before they end; an
+  execution prints a line to Cloud Logging when it starts and on each read, the rest when it
+  ends (`logs.lag_s`: how long entries take to become visible).
 - `execution_mode` makes executions succeed, fail, fail for want of GPU quota, or stay running;
   `builds_fail` makes a build fail (its operation ends with code 2 UNKNOWN, the build FAILURE);
   `revisions_fail` makes a new revision fail its Ready condition.
@@ -45,6 +48,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
 from tests.fakes.discovery import InvalidBody, Route, match, validate
+from tests.fakes.logging_api import LoggingError, LoggingFake
 
 RUN = "type.googleapis.com/google.cloud.run.v2."
 SERVICE_DISABLED_APIS = {
@@ -54,6 +58,7 @@ SERVICE_DISABLED_APIS = {
     "cloudbuild.v1": "cloudbuild.googleapis.com",
     "iam.v1": "iam.googleapis.com",
     "cloudresourcemanager.v3": "cloudresourcemanager.googleapis.com",
+    "logging.v2": "logging.googleapis.com",
 }
 GRPC_CODES = {400: 3, 403: 7, 404: 5, 409: 10, 429: 8, 500: 13, 503: 14}
 STATUS_NAMES = {
@@ -85,6 +90,7 @@ API_TITLES = {
     "iam.googleapis.com": "Identity and Access Management (IAM) API",
     "storage.googleapis.com": "Cloud Storage JSON API",
     "cloudresourcemanager.googleapis.com": "Cloud Resource Manager API",
+    "logging.googleapis.com": "Cloud Logging API",
 }
 DELETED_TYPES = {
     "run.projects.locations.services.delete": "google.cloud.run.v2.Service",
@@ -205,6 +211,7 @@ class GoogleApisFake:
         self._apis_failed: set[str] = set()
         self._concurrent: dict[str, int] = {}
         self.work_polls = 0
+        self.logs = LoggingFake()
         self._working: dict[str, int] = {}
         self.url_for_tag: Callable[[str], str] = lambda tag: "http://127.0.0.1:9"
         self.service_url = "http://127.0.0.1:9"
@@ -335,7 +342,7 @@ class GoogleApisFake:
                 result = self._dispatch(route, path.lstrip("/"), query, body or {})
                 if fault is not None:
                     self._answer_fault(fault)  # performed, but the answer is lost
-            except InvalidBody as error:
+            except (InvalidBody, LoggingError) as error:
                 return self._json(400, ApiError(400, str(error)).body())
             except ApiError as error:
                 return self._json(error.code, error.body())
@@ -431,6 +438,7 @@ class GoogleApisFake:
             "run.projects.locations.jobs.run": lambda: self._run_job(resource, body),
             "run.projects.locations.jobs.executions.cancel": lambda: self._cancel(resource),
             "run.projects.locations.jobs.executions.get": lambda: self._read_execution(resource),
+            "logging.entries.list": lambda: self.logs.list(body),
             "run.projects.locations.services.create": lambda: self._write_service(
                 f"{resource}/{query['serviceId']}", body, creating=True
             ),
@@ -766,6 +774,7 @@ class GoogleApisFake:
         }
         self.state.resources[execution["name"]] = execution
         self._hidden[execution["name"]] = self.listing_lag
+        self.logs.started(execution["name"])
         if self.execution_mode != "hold":
             self._working[execution["name"]] = self.work_polls
             self._progress(execution["name"])
@@ -776,6 +785,7 @@ class GoogleApisFake:
     def _complete(self, execution: dict[str, Any], succeeded: bool) -> None:
         if succeeded and self.on_execution is not None:
             self.on_execution(execution["template"]["containers"][0].get("args", []))
+        self.logs.ended(execution["name"])
         outcome = "succeededCount" if succeeded else "failedCount"
         execution.update(
             {
@@ -798,6 +808,8 @@ class GoogleApisFake:
 
     def _read_execution(self, name: str) -> dict[str, Any]:
         execution = self._get(name)
+        if not execution.get("completionTime"):
+            self.logs.running(name)
         self._progress(name)
         return execution
 

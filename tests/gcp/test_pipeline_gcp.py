@@ -104,6 +104,13 @@ def all_log_text() -> str:
         return "\n".join(log.message for log in client.read_logs())
 
 
+def training_progress(lineage_key: str) -> list[object]:
+    """The value of each `training-<key>` progress artifact."""
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+    return [a.data for a in artifacts if a.key == f"training-{lineage_key}"]
+
+
 @pytest.fixture
 def no_emoji_server() -> Iterator[str]:
     """A server that answers like a badly trained model: text, no emoji."""
@@ -131,6 +138,9 @@ def test_flow_on_gcp_serves_a_verified_model_and_a_rerun_changes_nothing(
     assert world.objects("inputs/"), "the local base model and dataset were staged in the bucket"
     assert service_traffic(world) == [(first.endpoint.server_id, 100)]
     assert len(world.fake.calls(RUN_JOB)) == 1
+    assert training_progress(first.lineage_key) == [100.0], (
+        "the job's last PROGRESS line, read back from Cloud Logging, completes the bar"
+    )
 
     before = len(world.fake.requests)
     second = finetune_pipeline(settings)

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from core.contracts import DeadlineExceeded, Progress
+from core.job_progress import parse_progress
 from tasks.backends.local.processes import (
-    parse_progress,
     pid_alive,
     run_streaming,
     stop_process_group,

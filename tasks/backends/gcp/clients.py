@@ -113,6 +113,16 @@ class GoogleClients:
         """The project's IAM policy (bootstrap's project-level grants)."""
         return self._discovery("cloudresourcemanager", "v3")
 
+    def logging(self) -> Any:
+        """Cloud Logging v2 (`entries.list`), a new client per caller.
+
+        By discovery rather than google-cloud-logging: that library would be a new dependency
+        for one method, and the discovery client honours the same endpoint override as IAM's.
+        Not cached: its httplib2 connection is not thread-safe, and each follower of an
+        execution's logs polls from its own thread.
+        """
+        return self._discovery("logging", "v2")
+
     def _discovery(self, api: str, version: str) -> Any:
         from googleapiclient import discovery
 

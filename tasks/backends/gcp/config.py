@@ -43,6 +43,7 @@ API_NAMES = (
     "cloudbuild",
     "iam",
     "cloudresourcemanager",  # the project's IAM policy (bootstrap's project-level grants)
+    "logging",  # the training execution's log lines, streamed into the flow run's logs
 )
 OVERRIDABLE_APIS = (*API_NAMES, "serviceusage")
 # Enabled too, though never called through a client of ours: minting an identity token for the
@@ -160,6 +161,15 @@ class GcpSettings(BaseModel):
         gt=0,
         le=300,
         description="Seconds between status checks of builds, executions and revisions.",
+    )
+    log_tail_s: float = Field(
+        10.0,
+        ge=0,
+        le=120,
+        description=(
+            "After the training execution ends, how long its last log lines are awaited "
+            "(Cloud Logging shows entries a few seconds after the job writes them)."
+        ),
     )
     api_retry_deadline_s: float = Field(
         300.0,

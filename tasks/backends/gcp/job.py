@@ -1,5 +1,9 @@
 """`JobRunner` on a Cloud Run job with one L4: create-or-update the job, run, wait, check.
 
+While it waits, the execution's log lines stream from Cloud Logging into the run's logs and
+its PROGRESS lines drive the progress artifact (joblogs.py); until the first PROGRESS line, or
+without access to the logs, progress is the elapsed share of the wait.
+
 Starting an execution is not idempotent, so before starting one the runner lists the job's
 running executions and attaches to one already training the same lineage key (its arguments
 carry `--lineage-key`). Local files the job is given (a local base model or dataset) are staged
@@ -44,6 +48,7 @@ from tasks.backends.gcp.calls import GoogleCalls
 from tasks.backends.gcp.clients import GoogleClients
 from tasks.backends.gcp.config import GcpNames, GcpSettings
 from tasks.backends.gcp.errors import is_quota_text, quota_exceeded
+from tasks.backends.gcp.joblogs import ExecutionLogs
 from tasks.backends.gcp.specs import ATTEMPT_ENV, as_dict, covers, job_spec, run_overrides
 from tasks.backends.gcp.store import GcsStore
 from tasks.backends.sealed_models import reuse_sealed_model, sealed_lineage_key
@@ -270,20 +275,24 @@ class CloudRunJobRunner:
     ) -> run_v2.Execution:
         deadline = time.monotonic() + deadline_s
         started = time.monotonic()
-        logged = False
+        logs: ExecutionLogs | None = None
         while True:
             current = self.calls.call(
                 "read",
                 f"execution {execution}",
                 lambda: self.clients.executions.get_execution(name=execution),
             )
-            if not logged and current.log_uri:
-                on_log(f"training execution {execution}; logs: {current.log_uri}")
-                logged = True
+            if logs is None:
+                on_log(f"training execution {execution}; logs: {current.log_uri or 'none yet'}")
+                logs = self._follow_logs(current, on_log, on_progress)
+            logs.poll()
             if current.completion_time:
+                self._read_tail(logs)
                 return current
-            elapsed = time.monotonic() - started
-            on_progress(Progress(elapsed, deadline_s, f"{current.running_count} task(s) running"))
+            if not logs.progressed:  # no PROGRESS line (yet, or no logs): elapsed time
+                elapsed = time.monotonic() - started
+                running = f"{current.running_count} task(s) running"
+                on_progress(Progress(elapsed, deadline_s, running))
             if time.monotonic() > deadline:
                 self.cancel(execution, on_log)
                 raise DeadlineExceeded(
@@ -292,6 +301,28 @@ class CloudRunJobRunner:
                     f"cancelled (raise --train-timeout, max 3600); logs: {current.log_uri}"
                 )
             time.sleep(self.settings.poll_interval_s)
+
+    def _follow_logs(
+        self, execution: run_v2.Execution, on_log: LogCallback, on_progress: ProgressCallback
+    ) -> ExecutionLogs:
+        """The execution's Cloud Logging lines, from its creation on (a joined execution's
+        earlier lines too)."""
+        created = execution.create_time
+        return ExecutionLogs(
+            self.clients,
+            self.names.job_id,
+            str(execution.name),
+            created.rfc3339() if created else None,
+            on_log,
+            on_progress,
+        )
+
+    def _read_tail(self, logs: ExecutionLogs) -> None:
+        """Logging lags the job: its last lines show up after the execution has ended."""
+        until = time.monotonic() + self.settings.log_tail_s
+        while logs.available and time.monotonic() < until:
+            time.sleep(min(self.settings.poll_interval_s, self.settings.log_tail_s))
+            logs.poll()
 
     def cancel(self, execution: str, on_log: LogCallback) -> None:
         """Stop the execution (and its GPU); one that finished meanwhile is left as it is."""
