@@ -9,6 +9,7 @@ bucket, so verification really reads it back from GCS; the "Cloud Run service" U
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import emoji
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.logging.handlers import APILogWorker
 from prefect.testing.utilities import prefect_test_harness
 
 from core.contracts import Endpoint, SmokeTestFailed, TrainingFailed
@@ -99,7 +101,20 @@ def service_traffic(world: FakeGoogleCloud) -> list[tuple[str, int]]:
     return [(t.get("revision", ""), int(t.get("percent", 0))) for t in service["traffic"]]
 
 
+@pytest.fixture
+def run_logs_at_info() -> Iterator[None]:
+    """The suite logs at WARNING; this test reads the runs' INFO lines from the API."""
+    loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.INFO)
+    yield
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
+
+
 def all_log_text() -> str:
+    APILogWorker.drain_all()
     with get_client(sync_client=True) as client:
         return "\n".join(log.message for log in client.read_logs())
 
@@ -125,6 +140,7 @@ def test_flow_on_gcp_serves_a_verified_model_and_a_rerun_changes_nothing(
     tiny_model_dir: Path,
     sample_dataset_path: Path,
     capsys: pytest.CaptureFixture[str],
+    run_logs_at_info: None,
 ) -> None:
     settings = make_settings(world, tiny_model_dir, sample_dataset_path)
 
@@ -154,7 +170,9 @@ def test_flow_on_gcp_serves_a_verified_model_and_a_rerun_changes_nothing(
         "run.projects.locations.services.getIamPolicy",
         "run.projects.locations.services.setIamPolicy",
     ], "a run's only IAM write: the invoker on the service it created"
-    assert HF_TOKEN not in all_log_text() + capsys.readouterr().out + capsys.readouterr().err
+    logs = all_log_text()
+    assert f"lineage key {first.lineage_key}" in logs, "the runs' logs reached the API"
+    assert HF_TOKEN not in logs + capsys.readouterr().out + capsys.readouterr().err
 
 
 def test_a_failed_candidate_never_takes_traffic(
