@@ -166,7 +166,10 @@ def test_service_runs_vllm_privately_and_moves_traffic_only_on_promote(
     assert container["image"] == GcpSettings.model_fields["vllm_image"].default
     assert container["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
     args = container["args"]
-    assert args[args.index("--model") + 1] == "/mnt/store/models/aaaaaaaaaaaaaaaa"
+    model_uri = f"gs://{world.names.bucket}/models/aaaaaaaaaaaaaaaa"
+    assert args[args.index("--model") + 1] == model_uri, "streamed from GCS, not a FUSE mount"
+    assert args[args.index("--load-format") + 1] == "runai_streamer"
+    assert "volumes" not in template and "volumeMounts" not in container
     assert args[args.index("--served-model-name") + 1] == "emoji-gemma"
     assert container["ports"] == [{"containerPort": 8000}]
     probe = container["startupProbe"]
@@ -177,7 +180,7 @@ def test_service_runs_vllm_privately_and_moves_traffic_only_on_promote(
     assert template["nodeSelector"] == {"accelerator": "nvidia-l4"}
     assert template["gpuZonalRedundancyDisabled"] is True
     assert template["scaling"]["maxInstanceCount"] == 1
-    assert template["volumes"][0]["gcs"] == {"bucket": world.names.bucket, "readOnly": True}
+    assert "minInstanceCount" not in template["scaling"], "scales to zero by default"
     assert not service.get("invokerIamDisabled"), "the invoker IAM check stays on"
     assert template["serviceAccount"] == world.names.server_email, "vLLM runs as the server"
     (grant,) = world.fake.calls("run.projects.locations.services.setIamPolicy")
@@ -256,6 +259,37 @@ def source_names(world: FakeGoogleCloud, request: dict[str, Any]) -> list[str]:
     data = world.storage.bucket(world.names.bucket).blob(name).download_as_bytes()
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
         return archive.getnames()
+
+
+def test_min_instances_warms_the_promoted_revision_only_and_survives_later_deploys(
+    world: FakeGoogleCloud,
+) -> None:
+    cold = backend_for(world).server.deploy("models/aaaaaaaaaaaaaaaa", "emoji-gemma", 300)
+    server = build_gcp_backend(world.settings(min_instances=1)).server
+    first = server.deploy("models/aaaaaaaaaaaaaaaa", "emoji-gemma", 300)
+    assert first.server_id == cold.server_id, "a service-level setting: same revision"
+    assert not world.fake.resource(world.names.service).get("scaling"), "none warm before smoke"
+
+    server.promote(first)
+
+    assert body(world, "run.projects.locations.services.patch")["scaling"] == {
+        "minInstanceCount": 1
+    }
+    second = server.deploy("models/bbbbbbbbbbbbbbbb", "emoji-gemma", 300)
+    candidate = body(world, "run.projects.locations.services.patch")
+    assert candidate["scaling"] == {"minInstanceCount": 1}, "a candidate's deploy keeps it"
+    assert "minInstanceCount" not in candidate["template"]["scaling"], "no per-revision minimum"
+    server.promote(second)
+    patches = len(world.fake.calls("run.projects.locations.services.patch"))
+    server.promote(second)
+    assert len(world.fake.calls("run.projects.locations.services.patch")) == patches
+
+    build_gcp_backend(world.settings()).server.promote(second)  # back to 0: scale to zero
+    assert (
+        not body(world, "run.projects.locations.services.patch")
+        .get("scaling", {})
+        .get("minInstanceCount")
+    )
 
 
 def test_image_is_built_once_per_content_and_pinned_by_digest(world: FakeGoogleCloud) -> None:
