@@ -284,6 +284,7 @@ def test_min_instances_warms_the_promoted_revision_only_and_survives_later_deplo
     server.promote(second)
     assert len(world.fake.calls("run.projects.locations.services.patch")) == patches
 
+    assert "billing around the clock" in server.how_to_stop(second)
     build_gcp_backend(world.settings()).server.promote(second)  # back to 0: scale to zero
     assert (
         not body(world, "run.projects.locations.services.patch")
