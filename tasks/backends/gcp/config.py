@@ -34,6 +34,7 @@ L4_REGIONS = (
 GPU_TASK_CAP_S = 3600  # Cloud Run stops a GPU job task after one hour
 L4_MIN_CPU = 4
 L4_MIN_MEMORY_GIB = 16
+SERVICE_MAX_INSTANCES = 1  # one L4 serves the demo model; also the ceiling of min_instances
 # The APIs each `ensure` step needs, enabled first (Service Usage).
 API_NAMES = (
     "run",
@@ -147,6 +148,16 @@ class GcpSettings(BaseModel):
     )
     allow_unauthenticated: bool = Field(
         False, description="Make the service public; otherwise callers need roles/run.invoker."
+    )
+    min_instances: int = Field(
+        0,
+        ge=0,
+        le=SERVICE_MAX_INSTANCES,
+        description=(
+            "Service instances kept warm (0 or 1). 0 scales to zero: nothing billed when idle, "
+            "but the first request after idling waits for a cold start (minutes). 1 answers at "
+            "once, but its L4 instance bills around the clock (list price ~$1.4/h, ~$1000/month)."
+        ),
     )
     api_endpoints: dict[str, str] = Field(
         default_factory=dict,

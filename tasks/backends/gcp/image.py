@@ -6,6 +6,14 @@ names, zeroed times and owners) so identical code uploads identical bytes to a c
 object. The job runs the image pinned by registry digest: a re-pushed tag can never change
 what an existing lineage key trained with.
 
+A context with a `deps.Dockerfile` is built in two images, so a code change never reinstalls
+the ~4.3 GB of wheels: the dependencies image (tag `deps-<hash of requirements.txt +
+deps.Dockerfile>`, its source only those two files) is ensured first, then the code image is
+built `FROM` it by digest (`--build-arg DEPS_IMAGE=<repository>@sha256:…`). The code image's
+tag is `<content hash>-<deps digest>`: rebuilt dependencies (a deleted tag, a new base) give a
+new code image on top of them. It is also tagged `<content hash>`, the name `find` reads
+without knowing the dependencies digest. A context without `deps.Dockerfile` is one image.
+
 `builds.create` is not idempotent (it takes no request id), and it can start a build while the
 client sees a 5xx or a reset. Each attempt carries a unique `attempt-…` tag; before trying again
 the builder looks the tag up (the listing lags behind creates, so for `gcp.listing_settle_s`)
@@ -21,6 +29,8 @@ import tarfile
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.api_core import exceptions as gexc
@@ -35,6 +45,11 @@ from tasks.backends.gcp.config import GcpNames, GcpSettings
 from tasks.backends.gcp.store import GcsStore
 
 TAG_CHARS = 16
+DEPS_DIGEST_CHARS = 12
+DEPS_DOCKERFILE = "deps.Dockerfile"
+DEPS_INPUTS = ("requirements.txt", DEPS_DOCKERFILE)
+DEPS_TAG_PREFIX = "deps-"
+DEPS_BUILD_ARG = "DEPS_IMAGE"
 BUILDS_PREFIX = "builds"
 BUILD_TIMEOUT_S = 3600
 DOCKER_BUILDER = "gcr.io/cloud-builders/docker"
@@ -45,11 +60,12 @@ UNFINISHED = (Status.STATUS_UNKNOWN, Status.PENDING, Status.QUEUED, Status.WORKI
 CLOUD_LOGGING_ONLY = cloudbuild_v1.BuildOptions.LoggingMode.CLOUD_LOGGING_ONLY
 
 
-def source_tarball(context_dir: Path) -> bytes:
-    """A .tar.gz of `context_dir` whose bytes depend only on file names and contents."""
+def source_tarball(context_dir: Path, files: Sequence[Path] | None = None) -> bytes:
+    """A .tar.gz of `files` (default: all of `context_dir`) whose bytes depend only on file
+    names and contents."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for path in tree_files(context_dir):
+        for path in files if files is not None else tree_files(context_dir):
             info = tarfile.TarInfo(path.relative_to(context_dir).as_posix())
             info.size = path.stat().st_size
             info.mode = EXEC_MODE if path.stat().st_mode & 0o100 else FILE_MODE
@@ -59,6 +75,22 @@ def source_tarball(context_dir: Path) -> bytes:
             with path.open("rb") as handle:
                 archive.addfile(info, handle)
     return gzip.compress(raw.getvalue(), mtime=0)
+
+
+@dataclass(frozen=True)
+class BuildRecipe:
+    """One image to ensure: the tags it is pushed under (the first is the one looked up),
+    the context files its build reads, the docker arguments that differ per image, and what
+    to fix when its build fails."""
+
+    uris: tuple[str, ...]
+    files: tuple[Path, ...]
+    fix: str
+    docker_args: tuple[str, ...] = ()
+
+    @property
+    def tag(self) -> str:
+        return self.uris[0].rsplit(":", 1)[1]
 
 
 class CloudBuildImageBuilder:
@@ -84,27 +116,68 @@ class CloudBuildImageBuilder:
         return ImageRef(uri=f"{self.names.image_repository}:{tag}", content_hash=digest)
 
     def find(self, image: ImageRef) -> ImageRef | None:
-        registry_digest = self._registry_digest(image)
+        registry_digest = self._registry_digest(image.uri.rsplit(":", 1)[1])
         return None if registry_digest is None else self._pinned(image, registry_digest)
 
     def build(self, context_dir: Path, on_log: LogCallback) -> ImageRef:
         wanted = self.image_for(context_dir)
-        existing = self._registry_digest(wanted)
+        files = tuple(tree_files(context_dir))
+        if not (context_dir / DEPS_DOCKERFILE).is_file():
+            single = BuildRecipe((wanted.uri,), files, fix=f"{context_dir.name}/")
+            return self._pinned(wanted, self._ensure(context_dir, single, on_log))
+        deps_digest = self._ensure(context_dir, self._deps_recipe(context_dir), on_log)
+        code = BuildRecipe(
+            uris=(
+                f"{wanted.uri}-{deps_digest.removeprefix('sha256:')[:DEPS_DIGEST_CHARS]}",
+                wanted.uri,
+            ),
+            files=files,
+            fix=f"{context_dir.name}/",
+            docker_args=(
+                "--build-arg",
+                f"{DEPS_BUILD_ARG}={self.names.image_repository}@{deps_digest}",
+            ),
+        )
+        return self._pinned(wanted, self._ensure(context_dir, code, on_log))
+
+    def _deps_recipe(self, context_dir: Path) -> BuildRecipe:
+        """The dependencies image: its tag and its source are those two files and no more."""
+        files = tuple(context_dir / name for name in DEPS_INPUTS)
+        missing = [path.name for path in files if not path.is_file()]
+        if missing:
+            raise ConfigurationError(
+                f"{context_dir.name}/{DEPS_DOCKERFILE} needs {', '.join(missing)} beside it; "
+                "add it or remove the dependencies Dockerfile"
+            )
+        tag = DEPS_TAG_PREFIX + sha256_tree(context_dir, files)[:TAG_CHARS]
+        return BuildRecipe(
+            uris=(f"{self.names.image_repository}:{tag}",),
+            files=files,
+            fix=" or ".join(f"{context_dir.name}/{name}" for name in DEPS_INPUTS),
+            docker_args=("-f", DEPS_DOCKERFILE),
+        )
+
+    def _ensure(self, context_dir: Path, recipe: BuildRecipe, on_log: LogCallback) -> str:
+        """The registry digest of `recipe`'s image: read when its tag exists, else built once."""
+        existing = self._registry_digest(recipe.tag)
         if existing is not None:
-            on_log(f"image {wanted.uri} already in the registry ({existing})")
-            return self._pinned(wanted, existing)
-        source = self._upload_source(context_dir, wanted, on_log)
+            on_log(f"image {recipe.uris[0]} already in the registry ({existing})")
+            return existing
+        source = self._upload_source(context_dir, recipe.files, on_log)
         attempt = f"attempt-{uuid.uuid4().hex[:16]}"
+        tagged = [arg for uri in recipe.uris for arg in ("-t", uri)]
         build = cloudbuild_v1.Build(
             source=cloudbuild_v1.Source(
                 storage_source=cloudbuild_v1.StorageSource(bucket=self.names.bucket, object_=source)
             ),
             steps=[
-                cloudbuild_v1.BuildStep(name=DOCKER_BUILDER, args=["build", "-t", wanted.uri, "."])
+                cloudbuild_v1.BuildStep(
+                    name=DOCKER_BUILDER, args=["build", *recipe.docker_args, *tagged, "."]
+                )
             ],
-            images=[wanted.uri],
+            images=list(recipe.uris),
             timeout=duration_pb2.Duration(seconds=BUILD_TIMEOUT_S),
-            tags=["emoji-finetune", wanted.uri.rsplit(":", 1)[1], attempt],
+            tags=["emoji-finetune", recipe.tag, attempt],
             # The builder account (read builds/, push to the repository, write logs), not the
             # default one; with a named account Cloud Build cannot use its default logs bucket.
             service_account=self.names.account_name("builder"),
@@ -112,7 +185,7 @@ class CloudBuildImageBuilder:
         )
         build_id = self.calls.call(
             "build",
-            wanted.uri,
+            recipe.uris[0],
             lambda: str(
                 self.clients.builds.create_build(
                     project_id=self.names.project, parent=self.names.location, build=build
@@ -126,11 +199,12 @@ class CloudBuildImageBuilder:
         if finished.status != Status.SUCCESS or not digests:
             detail = finished.failure_info.detail or finished.status_detail or "no detail"
             raise ConfigurationError(
-                f"image build of {wanted.uri} ended {Status(finished.status).name} ({detail}); "
-                f"fix job_image/ and rerun; logs: {finished.log_url or 'none'}"
+                f"image build of {recipe.uris[0]} ended {Status(finished.status).name} "
+                f"({detail}); fix {recipe.fix} and rerun; "
+                f"logs: {finished.log_url or 'none'}"
             )
-        on_log(f"image {wanted.uri} built and pushed ({digests[0]})")
-        return self._pinned(wanted, digests[0])
+        on_log(f"image {recipe.uris[0]} built and pushed ({digests[0]})")
+        return digests[0]
 
     def _started_by(self, attempt: str) -> str | None:
         """The id of the build that carries `attempt`, looked for until the listing settles."""
@@ -179,9 +253,8 @@ class CloudBuildImageBuilder:
         uri = f"{self.names.image_repository}@{registry_digest}"
         return ImageRef(uri=uri, content_hash=wanted.content_hash)
 
-    def _registry_digest(self, image: ImageRef) -> str | None:
-        """The digest the content-hash tag points at, None when that tag does not exist."""
-        tag = image.uri.rsplit(":", 1)[1]
+    def _registry_digest(self, tag: str) -> str | None:
+        """The digest `tag` points at, None when that tag does not exist."""
         name = f"{self.names.repository}/packages/{self.names.job_id}/tags/{tag}"
 
         def read() -> str | None:
@@ -193,12 +266,12 @@ class CloudBuildImageBuilder:
         version = self.calls.call("read", f"image tag {tag}", read)
         return None if version is None else (version.rsplit("/", 1)[1] or None)
 
-    def _upload_source(self, context_dir: Path, image: ImageRef, on_log: LogCallback) -> str:
-        tag = image.uri.rsplit(":", 1)[1]
-        path = f"{BUILDS_PREFIX}/job-image-{tag}.tar.gz"
+    def _upload_source(self, context_dir: Path, files: Sequence[Path], on_log: LogCallback) -> str:
+        """Upload `files` under a name keyed by their content (identical bytes, one object)."""
+        path = f"{BUILDS_PREFIX}/job-image-{sha256_tree(context_dir, files)[:TAG_CHARS]}.tar.gz"
         with tempfile.TemporaryDirectory() as scratch:
             archive = Path(scratch) / "source.tar.gz"
-            archive.write_bytes(source_tarball(context_dir))
+            archive.write_bytes(source_tarball(context_dir, files))
             written = self.store.upload_file(path, archive)
         on_log(f"build source {self.store.uri_for(path)} {'uploaded' if written else 'present'}")
         return path

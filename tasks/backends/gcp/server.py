@@ -4,15 +4,18 @@ Rollout: `deploy` creates a new revision pinned at 0 % traffic with a tag, whose
 smoke test calls; `promote` moves 100 % to it; `discard` removes the tag and leaves traffic
 where it was. Revision names are derived from the model and the template, so a rerun for the
 same model finds its revision and sends no update. Nothing needs stopping at the end of a run:
-Cloud Run scales the service to zero when idle.
+Cloud Run scales the service to zero when idle (unless `gcp.min_instances` keeps one warm,
+which `how_to_stop` says).
 
 The first deploy is as safe as later ones: a brand-new service is created private (invoker IAM
 check on, whatever `gcp.allow_unauthenticated` says) and labelled `promoted=false`; only
-`promote` — after the smoke test passed — applies the service-level settings and sets
-`promoted=true`. A candidate that fails (not ready, or failed smoke) on a never-promoted service
-deletes the service, so nothing that failed stays reachable. Because `promote` compares the
-service-level settings too, changing `gcp.allow_unauthenticated` takes effect on the next run
-even when the model did not change.
+`promote` — after the smoke test passed — applies the service-level settings (public or not,
+`gcp.min_instances` kept warm) and sets `promoted=true`. A candidate that fails (not ready, or
+failed smoke) on a never-promoted service deletes the service, so nothing that failed stays
+reachable. Because `promote` compares the service-level settings too, changing
+`gcp.allow_unauthenticated` or `gcp.min_instances` takes effect on the next run even when the
+model did not change. Every other write carries the live service-level scaling, since an
+update replaces the whole service.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from tasks.backends.gcp.specs import (
     candidate_tag,
     revision_name,
     revision_template,
+    service_scaling,
 )
 from tasks.backends.gcp.store import GcsStore
 from tasks.backends.gcp.teardown import delete_service
@@ -102,7 +106,7 @@ class CloudRunModelServer:
         template = revision_template(
             self.settings,
             self.names,
-            self.store.mounted_path(model_prefix),
+            self.store.uri_for(model_prefix),
             served_model_name,
             deadline_s,
         )
@@ -121,9 +125,11 @@ class CloudRunModelServer:
         return Endpoint(base_url=url, model=served_model_name, engine=ENGINE, server_id=revision)
 
     def promote(self, endpoint: Endpoint) -> None:
-        """100 % to the candidate, and the service-level settings (public or not) applied."""
+        """100 % to the candidate, and the service-level settings (public or not, instances
+        kept warm) applied."""
         revision = endpoint.server_id
         public = self.settings.allow_unauthenticated
+        warm = service_scaling(self.settings)
 
         def converge() -> None:
             live = self._require_service()
@@ -131,11 +137,12 @@ class CloudRunModelServer:
             if (
                 current == [(revision, 100)]
                 and live.invoker_iam_disabled == public
+                and live.scaling.min_instance_count == warm.min_instance_count
                 and live.labels.get(PROMOTED_LABEL) != "false"
             ):
                 return  # already so (a rerun of the same model and settings)
             target = self._target(revision, 100, self._tag_of(live, revision))
-            self._update(live, [target], invoker_iam_disabled=public, promoted=True)
+            self._update(live, [target], invoker_iam_disabled=public, scaling=warm, promoted=True)
 
         self.calls.call("promote", f"revision {revision}", converge, converge=True)
 
@@ -163,10 +170,14 @@ class CloudRunModelServer:
         """Nothing to stop: an idle Cloud Run service scales to zero and costs nothing."""
 
     def how_to_stop(self, endpoint: Endpoint) -> str:
+        idle = (
+            f"gcp.min_instances={self.settings.min_instances} keeps an L4 billing around the clock"
+            if self.settings.min_instances
+            else "left alone it scales to zero and costs nothing while idle"
+        )
         return (
             f"python -m flows.teardown --backend gcp --gcp-project {self.names.project} "
-            f"--gcp-region {self.names.region}   (deletes service {self.names.service_id}; "
-            "left alone it scales to zero and costs nothing while idle)"
+            f"--gcp-region {self.names.region}   (deletes service {self.names.service_id}; {idle})"
         )
 
     def request_headers(self, endpoint: Endpoint) -> dict[str, str]:
@@ -203,6 +214,7 @@ class CloudRunModelServer:
                 labels=dict(live.labels),
                 ingress=run_v2.IngressTraffic.INGRESS_TRAFFIC_ALL,
                 invoker_iam_disabled=live.invoker_iam_disabled,
+                scaling=live.scaling,
                 template=template,
                 traffic=pinned_traffic(live, revision, tag),
                 etag=live.etag,
@@ -231,6 +243,7 @@ class CloudRunModelServer:
         live: run_v2.Service,
         traffic: list[run_v2.TrafficTarget],
         invoker_iam_disabled: bool | None = None,
+        scaling: run_v2.ServiceScaling | None = None,
         promoted: bool = False,
     ) -> None:
         """Rewrite the live service with new traffic (and settings), carrying its etag."""
@@ -244,6 +257,7 @@ class CloudRunModelServer:
             invoker_iam_disabled=(
                 live.invoker_iam_disabled if invoker_iam_disabled is None else invoker_iam_disabled
             ),
+            scaling=live.scaling if scaling is None else scaling,
             template=live.template,
             traffic=traffic,
             etag=live.etag,

@@ -18,13 +18,19 @@ from google.cloud import run_v2
 from google.protobuf import duration_pb2
 from google.protobuf.json_format import MessageToDict
 
-from tasks.backends.gcp.config import GPU_TASK_CAP_S, GcpNames, GcpSettings
+from tasks.backends.gcp.config import (
+    GPU_TASK_CAP_S,
+    SERVICE_MAX_INSTANCES,
+    GcpNames,
+    GcpSettings,
+)
 from tasks.backends.gcp.store import MOUNT_PATH
 
 VOLUME = "store"
 TRAINER = "trainer"
 SERVER = "vllm"
 SERVER_PORT = 8000
+LOAD_FORMAT = "runai_streamer"  # vLLM's Run:ai model streamer; reads gs:// (vLLM >= 0.11.1)
 JOB_USER_ID = 10001  # the non-root user of job_image/Dockerfile: owns files it writes
 PROBE_PERIOD_S = 10
 PROBE_TIMEOUT_S = 5
@@ -111,10 +117,17 @@ def run_overrides(
     )
 
 
-def vllm_args(model_dir: str, served_model_name: str, port: int = SERVER_PORT) -> list[str]:
-    """vLLM's OpenAI server arguments; `make test-vllm` runs exactly these on CPU."""
+def vllm_args(model: str, served_model_name: str, port: int = SERVER_PORT) -> list[str]:
+    """vLLM's OpenAI server arguments; `make test-vllm` runs exactly these on CPU.
+
+    `model` is the model's `gs://` folder on Cloud Run (a local folder in that test). The
+    Run:ai model streamer reads the safetensors with concurrent ranged reads straight into
+    memory, where a Cloud Storage FUSE mount reads them one sequential stream at a time;
+    vLLM pulls config, tokenizer and chat template from the same folder first.
+    """
     return [
-        "--model", model_dir,
+        "--model", model,
+        "--load-format", LOAD_FORMAT,
         "--served-model-name", served_model_name,
         "--host", "0.0.0.0",
         "--port", str(port),
@@ -131,8 +144,8 @@ def vllm_command() -> list[str]:
 def startup_probe(deadline_s: float) -> run_v2.Probe:
     """/health polled every 10 s until the weights are loaded, for up to `deadline_s`.
 
-    The default TCP probe gives up after 240 s, too short for pulling the image and loading a
-    model from a GCS mount on a cold instance.
+    The default TCP probe gives up after 240 s, too short for pulling the ~10 GB vLLM image,
+    streaming the weights from Cloud Storage and warming up on a cold instance.
     """
     return run_v2.Probe(
         http_get=run_v2.HTTPGetAction(path="/health", port=SERVER_PORT),
@@ -146,36 +159,42 @@ def startup_probe(deadline_s: float) -> run_v2.Probe:
 def revision_template(
     settings: GcpSettings,
     names: GcpNames,
-    model_dir: str,
+    model_uri: str,
     served_model_name: str,
     deadline_s: float,
 ) -> run_v2.RevisionTemplate:
-    """vLLM on 1× L4 reading the versioned model folder read-only from the mounted bucket."""
+    """vLLM on 1× L4 streaming the versioned model folder from its `gs://` address.
+
+    No bucket volume: the streamer reads Cloud Storage itself, with the service account's
+    credentials from the metadata server (read access to models/ is all that account has).
+    """
     container = run_v2.Container(
         name=SERVER,
         image=settings.vllm_image,
         command=vllm_command(),
-        args=vllm_args(model_dir, served_model_name),
+        args=vllm_args(model_uri, served_model_name),
         ports=[run_v2.ContainerPort(container_port=SERVER_PORT)],
         resources=_resources(settings),
-        volume_mounts=[run_v2.VolumeMount(name=VOLUME, mount_path=MOUNT_PATH)],
         startup_probe=startup_probe(deadline_s),
     )
     return run_v2.RevisionTemplate(
         labels=LABELS,
         containers=[container],
-        volumes=[
-            run_v2.Volume(
-                name=VOLUME, gcs=run_v2.GCSVolumeSource(bucket=names.bucket, read_only=True)
-            )
-        ],
-        scaling=run_v2.RevisionScaling(min_instance_count=0, max_instance_count=1),
+        # No revision-level minimum: Cloud Run keeps that many instances for every revision
+        # in the traffic list or tagged, 0 % candidates included; `gcp.min_instances` is the
+        # service-level minimum (`service_scaling`), which follows the traffic.
+        scaling=run_v2.RevisionScaling(max_instance_count=SERVICE_MAX_INSTANCES),
         service_account=names.server_email,  # reads models/, nothing else
         execution_environment=run_v2.ExecutionEnvironment.EXECUTION_ENVIRONMENT_GEN2,
         node_selector=run_v2.NodeSelector(accelerator=settings.gpu_type),
         gpu_zonal_redundancy_disabled=not settings.gpu_zonal_redundancy,
         max_instance_request_concurrency=16,
     )
+
+
+def service_scaling(settings: GcpSettings) -> run_v2.ServiceScaling:
+    """Instances kept warm for the revisions that get traffic (none for 0 % candidates)."""
+    return run_v2.ServiceScaling(min_instance_count=settings.min_instances)
 
 
 def revision_name(service_id: str, lineage_key: str, template: run_v2.RevisionTemplate) -> str:

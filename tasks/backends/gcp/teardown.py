@@ -53,22 +53,23 @@ class GcpTeardown:
         return True
 
     def delete_images(self, on_log: LogCallback) -> int:
-        """Delete the training image package (every content-hash tag and its layers)."""
+        """Delete the training image package (every tag and its layers); counts images, not tags
+        (a code image has two tags, and its dependencies image is in the same package)."""
         package = f"{self.names.repository}/packages/{self.names.job_id}"
 
-        def delete() -> list[object]:
+        def delete() -> set[str]:
             try:
-                tags = list(self.clients.registry.list_tags(parent=package))
+                versions = {str(t.version) for t in self.clients.registry.list_tags(parent=package)}
                 self.clients.registry.delete_package(name=package).result(
                     timeout=OPERATION_TIMEOUT_S
                 )
             except gexc.NotFound:
-                return []
-            return tags
+                return set()
+            return versions
 
-        tags = self.calls.call("delete", f"images {package}", delete)
-        on_log(f"deleted {len(tags)} training image(s) from {self.names.repository_id}")
-        return len(tags)
+        images = len(self.calls.call("delete", f"images {package}", delete))
+        on_log(f"deleted {images} training image(s) from {self.names.repository_id}")
+        return images
 
     def delete_models(self, on_log: LogCallback) -> int:
         bucket = self.clients.storage.bucket(self.names.bucket)
