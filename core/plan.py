@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from core.contracts import ResourceState
+from core.contracts import GpuQuota, ResourceState
 
 L4_USD_PER_S = 0.0001867
 VCPU_USD_PER_S = 0.000018
@@ -59,6 +59,18 @@ class Facts:
     model_verdict: str
     serving: Mapping[str, str]
     keeps_serving: bool
+    quota: GpuQuota | None = None  # None: the backend has no GPU quota (local)
+
+
+QUOTA_ACTIONS = {True: "enough", False: "would stop", None: "unreadable"}
+
+
+def quota_steps(quota: GpuQuota | None) -> list[PlanStep]:
+    """The `quota` line: enough / would stop (the run fails before building) / unreadable."""
+    if quota is None:
+        return []
+    enough, line = quota.verdict()
+    return [PlanStep("quota", QUOTA_ACTIONS[enough], line)]
 
 
 def resource_steps(resources: Sequence[ResourceState]) -> list[PlanStep]:
@@ -76,7 +88,7 @@ def resource_steps(resources: Sequence[ResourceState]) -> list[PlanStep]:
 
 def decide_plan(key: str, facts: Facts) -> list[PlanStep]:
     """Every step's action, in pipeline order."""
-    steps = resource_steps(facts.resources)
+    steps = quota_steps(facts.quota) + resource_steps(facts.resources)
     steps.append(
         PlanStep("build", "exists", facts.image_uri)
         if facts.image_built

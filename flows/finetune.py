@@ -18,6 +18,7 @@ from flows.training_job import JOB_IMAGE_DIR, make_lineage, pin_revisions, train
 from flows.wiring import build_backend
 from tasks.image import build_image
 from tasks.provision import provision
+from tasks.quota import check_gpu_quota
 from tasks.report import publish_report
 from tasks.serve import promote
 from tasks.train import train
@@ -39,8 +40,10 @@ def finetune_pipeline(settings: PipelineParameters = NOTHING_SET, plan: bool = F
         return plan_run(settings, backend)
     step = StepRecorder()
 
-    # 0. Preflight: pin the inputs (fails on bad paths, rows or revisions, creating nothing).
+    # 0. Preflight: pin the inputs (fails on bad paths, rows or revisions, creating nothing),
+    # and stop when the region has no GPU quota (before anything is built or trained).
     model_revision, dataset_revision = pin_revisions(settings)
+    step(check_gpu_quota, backend)
 
     # 1. Provision the store (a folder locally; bucket, secret, registry… on GCP).
     step(provision, backend)

@@ -59,6 +59,7 @@ def plan_run(settings: PipelineSettings, backend: Backend) -> PipelinePlan:
         model_verdict=_verdict(version),
         serving=_read(build_serving_lookup(backend).serving, {}),
         keeps_serving=settings.keeps_serving,
+        quota=backend.provisioner.gpu_quota(),  # a read; unreadable is a line, not an error
     )  # fmt: skip
     steps = tuple(decide_plan(lineage.key, facts))
     cost, notes = {}, ("local backend: runs on this machine ($0)",)

@@ -21,6 +21,11 @@ Faults come the way Google produces them, on demand:
   403 SERVICE_DISABLED (with Google's ErrorInfo) to its next N calls.
 - `listing_lag = N`: a new execution or build is missing from the next N listings.
 - `work_polls = N`: executions and builds keep running for N reads before they end.
+- `gpu_quota[(metric, region)] = N` sets a region's Cloud Run GPU quota (Service Usage v1beta1
+  consumer quota metrics); other regions get `gpu_quota_default` (a project granted quota).
+  An unknown metric is a 404, as at Google.
+- `execution_seconds = N`: an execution's completionTime is its startTime + N s (otherwise
+  the wall clock), so a test knows the usage a run is billed for.
 - `execution_mode` makes executions succeed, fail, fail for want of GPU quota, or stay running;
   `builds_fail` makes a build fail (its operation ends with code 2 UNKNOWN, the build FAILURE);
   `revisions_fail` makes a new revision fail its Ready condition.
@@ -33,6 +38,7 @@ test can assert that a rerun mutated nothing.
 from __future__ import annotations
 
 import base64
+import calendar
 import http.client
 import itertools
 import json
@@ -67,6 +73,14 @@ STATUS_NAMES = {
     503: "UNAVAILABLE",
 }
 ExecutionMode = Literal["succeed", "fail", "quota", "hold"]
+GPU_QUOTA_METRICS = {  # Cloud Run's two L4 quotas, as Service Usage names them
+    "run.googleapis.com/nvidia_l4_gpu_allocation_no_zonal_redundancy": (
+        "Total Nvidia L4 GPU allocation without zonal redundancy, per project per region"
+    ),
+    "run.googleapis.com/nvidia_l4_gpu_allocation": (
+        "Total Nvidia L4 GPU allocation with zonal redundancy, per project per region"
+    ),
+}
 GPU_QUOTA_MESSAGE = (
     "Task emoji-finetune-task0 could not be started: Quota exceeded for quota metric "
     "'Total Nvidia L4 GPU allocation without zonal redundancy, per project per region' and "
@@ -180,8 +194,11 @@ class State:
     builds: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
 def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return time.strftime(TIME_FORMAT, time.gmtime())
 
 
 class GoogleApisFake:
@@ -194,6 +211,9 @@ class GoogleApisFake:
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
         self.execution_mode: ExecutionMode = "succeed"
+        self.gpu_quota: dict[tuple[str, str], int] = {}
+        self.gpu_quota_default = 3
+        self.execution_seconds: int | None = None
         self.on_execution: Callable[[list[str]], None] | None = None
         self.revisions_fail = False
         self.builds_fail = False
@@ -399,6 +419,7 @@ class GoogleApisFake:
         handlers: dict[str, Callable[[], Any]] = {
             "serviceusage.services.get": lambda: self._service_usage(resource),
             "serviceusage.services.batchEnable": lambda: self._batch_enable(body),
+            "serviceusage.services.consumerQuotaMetrics.get": lambda: self._quota_metric(resource),
             "iam.projects.serviceAccounts.create": lambda: self._create_account(resource, body),
             "iam.projects.roles.create": lambda: self._create(
                 f"{resource}/{body['roleId']}", body["role"]
@@ -535,6 +556,29 @@ class GoogleApisFake:
         service = name.rsplit("/", 1)[1]
         state = "ENABLED" if service in self.state.enabled else "DISABLED"
         return {"name": f"projects/{self.project_number}/services/{service}", "state": state}
+
+    def _quota_metric(self, name: str) -> dict[str, Any]:
+        """A ConsumerQuotaMetric in the FULL view: a default bucket and one per region set."""
+        metric = urllib.parse.unquote(name.rsplit("/", 1)[1])
+        if metric not in GPU_QUOTA_METRICS:
+            raise ApiError(404, f"Metric {metric} not found for service run.googleapis.com")
+        unit = "1/{project}/{region}"
+        buckets = [{"effectiveLimit": str(self.gpu_quota_default), "defaultLimit": "0"}]
+        buckets += [
+            {"effectiveLimit": str(value), "defaultLimit": "0", "dimensions": {"region": region}}
+            for (named, region), value in sorted(self.gpu_quota.items())
+            if named == metric
+        ]
+        return {
+            "name": name,
+            "metric": metric,
+            "displayName": GPU_QUOTA_METRICS[metric],
+            "unit": unit,
+            "consumerQuotaLimits": [
+                {"name": f"{name}/limits/%2Fproject%2Fregion", "metric": metric, "unit": unit,
+                 "isPrecise": True, "quotaBuckets": buckets}
+            ],
+        }  # fmt: skip
 
     def _batch_enable(self, body: dict[str, Any]) -> dict[str, Any]:
         for service in set(body["serviceIds"]) - self.state.enabled:
@@ -781,7 +825,7 @@ class GoogleApisFake:
             {
                 "runningCount": 0,
                 outcome: 1,
-                "completionTime": now(),
+                "completionTime": self._completion_time(execution),
                 "conditions": [
                     {
                         "type": "Completed",
@@ -795,6 +839,12 @@ class GoogleApisFake:
                 ],
             }
         )
+
+    def _completion_time(self, execution: dict[str, Any]) -> str:
+        if self.execution_seconds is None:
+            return now()
+        started = calendar.timegm(time.strptime(execution["startTime"], TIME_FORMAT))
+        return time.strftime(TIME_FORMAT, time.gmtime(started + self.execution_seconds))
 
     def _read_execution(self, name: str) -> dict[str, Any]:
         execution = self._get(name)

@@ -21,10 +21,11 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
 
-from core.contracts import Endpoint, SmokeTestFailed, TrainingFailed
+from core.contracts import ConfigurationError, Endpoint, SmokeTestFailed, TrainingFailed
 from flows.finetune import PipelineResult, finetune_pipeline
 from flows.parameters import PipelineParameters
 from tasks.backends.gcp.errors import PermissionMissing, QuotaExceeded
+from tasks.backends.gcp.quota import NO_ZONAL_REDUNDANCY
 from tasks.backends.local.provision import LocalProvisioner
 from tasks.backends.local.server import LocalModelServer
 from tasks.backends.local.store import LocalFolderStore
@@ -33,6 +34,7 @@ from tests.fakes.gcp_world import FakeGoogleCloud, fake_google_cloud
 HF_TOKEN = "hf_gcpTestSecretValue0123456789"
 CACHED_STEPS = ("build", "train", "verify")
 RUN_JOB = "run.projects.locations.jobs.run"
+QUOTA_GET = "serviceusage.services.consumerQuotaMetrics.get"
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +144,7 @@ def test_flow_on_gcp_serves_a_verified_model_and_a_rerun_changes_nothing(
     assert emoji.emoji_count(first.answer) > 0
     assert first.model_uri == f"gs://{world.names.bucket}/models/{first.lineage_key}"
     assert states(first)["train"] == "Completed"
+    assert states(first)["gpu-quota"] == "Completed" and world.fake.calls(QUOTA_GET)
     assert first.kept_serving, "on gcp a model that passed smoke takes the traffic"
     assert f"models/{first.lineage_key}/MANIFEST.json" in world.objects("models/")
     assert world.objects("inputs/"), "the local base model and dataset were staged in the bucket"
@@ -207,6 +210,40 @@ def test_transient_errors_are_retried_and_quota_errors_are_not(
     message = str(raised.value)
     assert world.project in message and "europe-west1" in message and "quotas" in message
     assert len(world.fake.calls(RUN_JOB)) == 3, "a quota error is not retried"
+
+
+def test_a_region_without_gpu_quota_stops_the_run_before_anything_is_built(
+    harness: None, world: FakeGoogleCloud, tiny_model_dir: Path, sample_dataset_path: Path
+) -> None:
+    world.fake.gpu_quota[(NO_ZONAL_REDUNDANCY.metric, "europe-west1")] = 0
+
+    with pytest.raises(ConfigurationError) as raised:
+        finetune_pipeline(make_settings(world, tiny_model_dir, sample_dataset_path))
+
+    message = str(raised.value)
+    assert NO_ZONAL_REDUNDANCY.quota_id in message and "region europe-west1 is 0" in message
+    assert f"https://console.cloud.google.com/iam-admin/quotas?project={world.project}" in message
+    assert world.fake.mutations() == [], "no build, no job, no service"
+    assert world.objects("builds/") == [] and world.objects("inputs/") == [], "no upload"
+
+
+def test_an_unreadable_gpu_quota_is_one_warning_and_the_run_goes_on(
+    harness: None,
+    world: FakeGoogleCloud,
+    tiny_model_dir: Path,
+    sample_dataset_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    world.fake.inject(
+        QUOTA_GET, 403, "Permission 'serviceusage.quotas.get' denied", "PERMISSION_DENIED"
+    )
+
+    result = finetune_pipeline(make_settings(world, tiny_model_dir, sample_dataset_path))
+
+    assert states(result)["gpu-quota"] == "Completed"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [w for w in warnings if "could not be read" in w and "permission denied" in w]
+    assert len(world.fake.calls(RUN_JOB)) == 1 and service_traffic(world)
 
 
 # --------------------------------------------------------------------------- Google's faults

@@ -10,6 +10,7 @@ lets a role be granted on:
 | builder | Cloud Build               | read `builds/`; push to the repository; write logs    |
 | runner  | the orchestrating flow    | run jobs, deploy services and builds as the three     |
 |         |                           | above; stage inputs; read the registry and the secret |
+|         |                           | metadata; read the GPU quota (Service Usage viewer)   |
 | invoker | the smoke test's identity | call the service (the runner impersonates it)         |
 
 The bucket grants carry IAM conditions on object prefixes (GCS evaluates `resource.name` as
@@ -107,6 +108,7 @@ def bootstrap_grants(names: GcpNames) -> tuple[Grant, ...]:
         Grant("runner", "roles/run.developer", "project", project),
         Grant("runner", "roles/cloudbuild.builds.editor", "project", project),
         Grant("runner", names.service_iam_role, "project", project),
+        Grant("runner", "roles/serviceusage.serviceUsageViewer", "project", project),
         Grant("runner", "roles/storage.objectUser", "bucket", bucket),
         Grant("runner", "roles/artifactregistry.reader", "repository", repository),
         Grant("runner", "roles/secretmanager.viewer", "secret", secret),
