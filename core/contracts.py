@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from core.cost import Usage
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -88,13 +90,17 @@ class TrainJobSpec:
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """How one training job ended; `reused` means a complete model already existed."""
+    """How one training job ended; `reused` means a complete model already existed.
+
+    `usage` is what the run's cloud job was billed for (None locally, or when nothing ran).
+    """
 
     lineage_key: str
     output_uri: str
     execution: str
     duration_s: float
     reused: bool
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger
 
 from core.report import PipelineResult
 from flows.candidate import deploy_and_smoke_test
+from flows.cost import run_cost
 from flows.parameters import NOTHING_SET, PipelineParameters
 from flows.plan import RunOutcome, plan_run
 from flows.steps import StepRecorder
@@ -56,7 +57,7 @@ def finetune_pipeline(settings: PipelineParameters = NOTHING_SET, plan: bool = F
     get_run_logger().info(
         "lineage key %s → %s", lineage.key, backend.store.uri_for(lineage.model_prefix)
     )
-    step(train, backend, image, train_job_spec(settings, lineage))
+    trained = step(train, backend, image, train_job_spec(settings, lineage))
 
     # 4. Verify the weights and the evaluation gate; a model that fails is never served.
     prompt = settings.serving.smoke_prompt
@@ -76,7 +77,8 @@ def finetune_pipeline(settings: PipelineParameters = NOTHING_SET, plan: bool = F
         server.release(endpoint)
         serving_note = "stopped at the end of the run (use --keep-serving to leave it up)"
 
-    publish_report(lineage, verified, endpoint, smoke, step.records, serving_note)
+    cost = run_cost(settings, trained, step.records)  # GPU job + service instance time, in USD
+    publish_report(lineage, verified, endpoint, smoke, step.records, serving_note, cost)
     return PipelineResult(
         lineage_key=lineage.key,
         model_uri=verified.uri,
@@ -86,6 +88,7 @@ def finetune_pipeline(settings: PipelineParameters = NOTHING_SET, plan: bool = F
         kept_serving=settings.keeps_serving,
         stop_hint=server.how_to_stop(endpoint),
         steps=step.records,
+        cost=cost,
     )
 
 
