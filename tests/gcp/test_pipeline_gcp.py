@@ -18,6 +18,7 @@ from typing import Any
 
 import emoji
 import pytest
+from prefect.artifacts import Artifact
 from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
 
@@ -138,9 +139,18 @@ def test_flow_on_gcp_serves_a_verified_model_and_a_rerun_changes_nothing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings = make_settings(world, tiny_model_dir, sample_dataset_path)
+    world.fake.execution_seconds = 600  # the execution's completionTime = startTime + 600 s
 
     first = finetune_pipeline(settings)
 
+    # 600 s × (1 L4 × 0.0001867 + 8 vCPU × 0.000018 + 32 GiB × 0.000002) $/s
+    training_cost = "training job: 600 GPU-s + 4800 vCPU-s + 19200 GiB-s = $0.2368"
+    assert first.cost[0] == training_cost
+    serving_s = sum(s.seconds for s in first.steps if s.name in ("deploy", "smoke"))
+    assert first.cost[1].startswith(f"serving (deploy + smoke test): {serving_s:.0f} GPU-s + ")
+    assert "list prices checked 2026-12-01" in first.cost[2]
+    report = Artifact.get("finetune-report")
+    assert report is not None and f"- {training_cost}" in str(report.data)
     assert emoji.emoji_count(first.answer) > 0
     assert first.model_uri == f"gs://{world.names.bucket}/models/{first.lineage_key}"
     assert states(first)["train"] == "Completed"
@@ -156,6 +166,7 @@ def test_flow_on_gcp_serves_a_verified_model_and_a_rerun_changes_nothing(
 
     assert second.lineage_key == first.lineage_key
     assert all(states(second)[step] == "Cached" for step in CACHED_STEPS), states(second)
+    assert not any(line.startswith("training job") for line in second.cost), "trained before"
     assert [r.path for r in world.fake.requests[before:] if r.mutating] == []
     assert service_traffic(world) == [(first.endpoint.server_id, 100)]
     first_run_iam = [r.method_id for r in world.fake.requests[:before] if "IamPolicy" in r.path]
