@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from core.cost import Usage
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -88,13 +90,44 @@ class TrainJobSpec:
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """How one training job ended; `reused` means a complete model already existed."""
+    """How one training job ended; `reused` means a complete model already existed.
+
+    `usage` is what the run's cloud job was billed for (None locally, or when nothing ran).
+    """
 
     lineage_key: str
     output_uri: str
     execution: str
     duration_s: float
     reused: bool
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class GpuQuota:
+    """The GPU quota a run draws on, read before anything is built or trained.
+
+    `limit` is the region's effective limit (-1 = unlimited), or None when it could not be
+    read (`detail` says why: no permission, API disabled, timeout) — then the run goes on, as
+    the quota only decides whether Cloud Run will schedule the GPU later. `fix` says how to get
+    more (where to request it, which other regions to try).
+    """
+
+    name: str
+    region: str
+    limit: int | None
+    detail: str = ""
+    fix: str = ""
+
+    def verdict(self) -> tuple[bool | None, str]:
+        """(True: enough, False: 0 — stop now, None: unknown) and the one line to log or raise."""
+        where = f"GPU quota {self.name} in region {self.region}"
+        if self.limit is None:
+            return None, f"{where}: could not be read ({self.detail}); going on without it"
+        if self.limit == 0:
+            return False, f"{where} is 0: Cloud Run cannot start a GPU there; {self.fix}"
+        shown = "unlimited" if self.limit < 0 else str(self.limit)
+        return True, f"{where}: {shown}"
 
 
 @dataclass(frozen=True)
@@ -170,6 +203,11 @@ class Provisioner(Protocol):
 
     def ensure(self, on_log: LogCallback) -> ProvisionReport:
         """get → create if absent → re-get, for every resource; a second call creates nothing."""
+        ...
+
+    def gpu_quota(self) -> GpuQuota | None:
+        """The GPU quota the job and the service draw on, read only (never raises for an
+        unreadable quota: `limit` is None then); None when the backend has no such quota."""
         ...
 
 

@@ -4,20 +4,18 @@
 serves) into one line per step: exists / would create / would build / would train / would
 deploy. Nothing here calls anything; the flow gathers the facts with GETs only.
 
-Prices are Google's public Cloud Run list prices (Tier 1 regions, instance-based billing,
-no zonal redundancy), in USD; they are an estimate to compare runs, not a bill.
+Prices are the settings' Cloud Run list prices (`core.cost.Prices`), in USD; they are an
+estimate to compare runs, not a bill.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from core.contracts import ResourceState
+from core.contracts import GpuQuota, ResourceState
+from core.cost import Prices, Usage, estimate_usd
 
-L4_USD_PER_S = 0.0001867
-VCPU_USD_PER_S = 0.000018
-GIB_USD_PER_S = 0.000002
 BUILD_USD_PER_MIN = 0.006  # Cloud Build, e2-standard-2
 BUILD_MINUTES = 10.0  # a training image build, upper bound
 
@@ -59,6 +57,18 @@ class Facts:
     model_verdict: str
     serving: Mapping[str, str]
     keeps_serving: bool
+    quota: GpuQuota | None = None  # None: the backend has no GPU quota (local)
+
+
+QUOTA_ACTIONS = {True: "enough", False: "would stop", None: "unreadable"}
+
+
+def quota_steps(quota: GpuQuota | None) -> list[PlanStep]:
+    """The `quota` line: enough / would stop (the run fails before building) / unreadable."""
+    if quota is None:
+        return []
+    enough, line = quota.verdict()
+    return [PlanStep("quota", QUOTA_ACTIONS[enough], line)]
 
 
 def resource_steps(resources: Sequence[ResourceState]) -> list[PlanStep]:
@@ -76,7 +86,7 @@ def resource_steps(resources: Sequence[ResourceState]) -> list[PlanStep]:
 
 def decide_plan(key: str, facts: Facts) -> list[PlanStep]:
     """Every step's action, in pipeline order."""
-    steps = resource_steps(facts.resources)
+    steps = quota_steps(facts.quota) + resource_steps(facts.resources)
     steps.append(
         PlanStep("build", "exists", facts.image_uri)
         if facts.image_built
@@ -102,20 +112,22 @@ def decide_plan(key: str, facts: Facts) -> list[PlanStep]:
 
 
 def gcp_cost(
-    steps: Sequence[PlanStep], train_deadline_s: float, cpu: int, memory_gib: int
+    steps: Sequence[PlanStep], train_deadline_s: float, instance: Usage, prices: Prices
 ) -> tuple[dict[str, float], tuple[str, ...]]:
-    """Upper bounds in USD: the image build and the training job at its deadline."""
+    """Upper bounds in USD: the image build and the training job (shaped like `instance`,
+    seconds ignored) at its deadline."""
     actions = {step.step: step.action for step in steps}
-    per_second = L4_USD_PER_S + cpu * VCPU_USD_PER_S + memory_gib * GIB_USD_PER_S
+    per_hour = prices.per_second(instance) * 3600
     cost: dict[str, float] = {}
     if actions.get("build") == "would build":
         cost["build"] = BUILD_MINUTES * BUILD_USD_PER_MIN
     if actions.get("train") == "would train":
-        cost["train"] = train_deadline_s * per_second
+        cost["train"] = estimate_usd(replace(instance, seconds=train_deadline_s), prices)
+    shape = f"1x L4 + {instance.vcpus:g} vCPU + {instance.memory_gib:g} GiB"
     notes = (
-        f"training: at most {train_deadline_s:.0f} s (training.timeout_s) on 1x L4 + {cpu} vCPU"
-        f" + {memory_gib} GiB = ${per_second * 3600:.2f}/h",
-        f"serving: ${per_second * 3600:.2f} per hour while an instance runs; the service "
+        f"training: at most {train_deadline_s:.0f} s (training.timeout_s) on {shape}"
+        f" = ${per_hour:.2f}/h (list prices checked {prices.checked})",
+        f"serving: ${per_hour:.2f} per hour while an instance runs; the service "
         "scales to zero when idle ($0)",
     )
     return cost, notes

@@ -32,6 +32,19 @@ class PipelineResult:
     stop_hint: str
     serving_note: str = ""
     steps: list[StepRecord] = field(default_factory=list)
+    cost: tuple[str, ...] = ()  # the estimate's lines (`core.cost`), or the local note
+
+
+LOCAL_COST = "local: no cloud cost"
+# The steps during which the candidate service's instance runs for this run: from the deploy's
+# first request until the smoke test's answer.
+SERVING_STEPS = ("deploy", "smoke")
+
+
+def serving_seconds(steps: Sequence[StepRecord]) -> float:
+    """Wall time of the steps that kept the new server's instance up (a lower bound of its
+    billed time: Cloud Run keeps an idle instance a while before it scales to zero)."""
+    return sum(step.seconds for step in steps if step.name in SERVING_STEPS)
 
 
 BASE_PREFIX = "base_"  # the job scores the base model on the same held-out rows as `base_<name>`
@@ -83,8 +96,10 @@ def render_report(
     latency_s: float,
     steps: Sequence[StepRecord],
     serving_note: str,
+    cost: Sequence[str] = (LOCAL_COST,),
 ) -> str:
-    """Markdown: identity of the model, its quality, where it is served, how long each step took."""
+    """Markdown: identity of the model, its quality, where it is served, how long each step
+    took and what the run cost."""
     lines = [
         f"# Fine-tuned model `{lineage_key}`",
         "",
@@ -108,6 +123,10 @@ def render_report(
         "|---|---|---|",
         *(f"| {step.name} | {step.state} | {step.seconds:.1f} |" for step in steps),
         f"| **total** | | {sum(step.seconds for step in steps):.1f} |",
+        "",
+        "## Cost (estimate)",
+        "",
+        *(f"- {line}" for line in cost),
         "",
         "## Lineage",
         "",

@@ -171,6 +171,8 @@ def print_summary(result: Any) -> None:
     else:
         print(f"served   smoke-tested ({served}); {result.serving_note}")
     print(f"answer   {result.answer}")
+    for number, line in enumerate(result.cost):
+        print(f"{'cost' if number == 0 else '':<9}{line}")
     if result.kept_serving:
         print()
         print("The server keeps running. Try it:")

@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger
 from core.model_versions import serving_newer_generation
 from core.report import PipelineResult
 from flows.candidate import deploy_and_smoke_test
+from flows.cost import run_cost
 from flows.models import collect_versions
 from flows.parameters import NOTHING_SET, PipelineParameters
 from flows.plan import RunOutcome, plan_run
@@ -22,6 +23,7 @@ from flows.training_job import JOB_IMAGE_DIR, make_lineage, pin_revisions, train
 from flows.wiring import build_backend
 from tasks.image import build_image
 from tasks.provision import provision
+from tasks.quota import check_gpu_quota
 from tasks.report import publish_report
 from tasks.serve import promote
 from tasks.train import train
@@ -43,8 +45,10 @@ def finetune_pipeline(settings: PipelineParameters = NOTHING_SET, plan: bool = F
         return plan_run(settings, backend)
     step = StepRecorder()
 
-    # 0. Preflight: pin the inputs (fails on bad paths, rows or revisions, creating nothing).
+    # 0. Preflight: pin the inputs (fails on bad paths, rows or revisions, creating nothing),
+    # and stop when the region has no GPU quota (before anything is built or trained).
     model_revision, dataset_revision = pin_revisions(settings)
+    step(check_gpu_quota, backend)
 
     # 1. Provision the store (a folder locally; bucket, secret, registry… on GCP).
     step(provision, backend)
@@ -57,7 +61,7 @@ def finetune_pipeline(settings: PipelineParameters = NOTHING_SET, plan: bool = F
     get_run_logger().info(
         "lineage key %s → %s", lineage.key, backend.store.uri_for(lineage.model_prefix)
     )
-    step(train, backend, image, train_job_spec(settings, lineage))
+    trained = step(train, backend, image, train_job_spec(settings, lineage))
 
     # 4. Verify the weights and the evaluation gate; a model that fails is never served.
     prompt = settings.serving.smoke_prompt
@@ -89,7 +93,8 @@ def finetune_pipeline(settings: PipelineParameters = NOTHING_SET, plan: bool = F
         server.release(endpoint)
         serving_note = "stopped at the end of the run (use --keep-serving to leave it up)"
 
-    publish_report(lineage, verified, endpoint, smoke, step.records, serving_note)
+    cost = run_cost(settings, trained, step.records)  # GPU job + service instance time, in USD
+    publish_report(lineage, verified, endpoint, smoke, step.records, serving_note, cost)
     return PipelineResult(
         lineage_key=lineage.key,
         model_uri=verified.uri,
@@ -100,6 +105,7 @@ def finetune_pipeline(settings: PipelineParameters = NOTHING_SET, plan: bool = F
         serving_note=serving_note,
         stop_hint=server.how_to_stop(endpoint),
         steps=step.records,
+        cost=cost,
     )
 
 

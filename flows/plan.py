@@ -12,6 +12,7 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from core.contracts import Backend, PipelineError
+from core.cost import Usage
 from core.model_versions import ModelVersion, changed_settings, read_version
 from core.plan import Facts, PipelinePlan, decide_plan, gcp_cost, render_plan
 from core.quality_gate import QualityThresholds
@@ -59,12 +60,14 @@ def plan_run(settings: PipelineSettings, backend: Backend) -> PipelinePlan:
         model_verdict=_verdict(version),
         serving=_read(build_serving_lookup(backend).serving, {}),
         keeps_serving=settings.keeps_serving,
+        quota=backend.provisioner.gpu_quota(),  # a read; unreadable is a line, not an error
     )  # fmt: skip
     steps = tuple(decide_plan(lineage.key, facts))
     cost, notes = {}, ("local backend: runs on this machine ($0)",)
     if backend.name == "gcp":
         gcp = settings.gcp
-        cost, notes = gcp_cost(steps, settings.training.timeout_s, gcp.cpu, gcp.memory_gib)
+        instance = Usage(0.0, 1, gcp.cpu, gcp.memory_gib)
+        cost, notes = gcp_cost(steps, settings.training.timeout_s, instance, gcp.prices())
     plan = PipelinePlan(
         backend=backend.name,
         inputs={

@@ -22,6 +22,7 @@ def publish_report(
     smoke: SmokeResult,
     steps: Sequence[StepRecord],
     serving_note: str,
+    cost: Sequence[str],
 ) -> None:
     """One artifact per run under a fixed key, so the UI shows the latest beside its history."""
     markdown = render_report(
@@ -36,6 +37,7 @@ def publish_report(
         latency_s=smoke.latency_s,
         steps=steps,
         serving_note=serving_note,
+        cost=cost,
     )
     create_markdown_artifact(markdown, key=REPORT_KEY, description=f"model {lineage.key}")
 

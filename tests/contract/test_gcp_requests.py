@@ -581,6 +581,8 @@ def expected_bindings(world: FakeGoogleCloud) -> set[Binding]:
         (sa("runner"), "roles/cloudbuild.builds.editor", project, None),
         (sa("runner"), "roles/logging.viewer", project, None),
         (sa("runner"), f"{project}/roles/emoji_finetune_service_iam", project, None),
+        # serviceusage.quotas.get: the run's GPU quota check (read-only, no new API)
+        (sa("runner"), "roles/serviceusage.serviceUsageViewer", project, None),
         (sa("runner"), "roles/storage.objectUser", bucket, None),
         (sa("runner"), "roles/artifactregistry.reader", n.repository, None),
         (sa("runner"), "roles/secretmanager.viewer", n.secret, None),

@@ -24,6 +24,7 @@ APIS = (
     "artifactregistry.v1",
     "cloudbuild.v1",
     "serviceusage.v1",
+    "serviceusage.v1beta1",  # consumer quota metrics (the GPU quota)
     "iam.v1",
     "cloudresourcemanager.v3",
     "logging.v2",

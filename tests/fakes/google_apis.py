@@ -24,6 +24,11 @@ Faults come the way Google produces them, on demand:
 - `work_polls = N`: executions and builds keep running for N reads before they end; an
   execution prints a line to Cloud Logging when it starts and on each read, the rest when it
   ends (`logs.lag_s`: how long entries take to become visible).
+- `gpu_quota[(metric, region)] = N` sets a region's Cloud Run GPU quota (Service Usage v1beta1
+  consumer quota metrics); other regions get `gpu_quota_default` (a project granted quota).
+  An unknown metric is a 404, as at Google.
+- `execution_seconds = N`: an execution's completionTime is its startTime + N s (otherwise
+  the wall clock), so a test knows the usage a run is billed for.
 - `execution_mode` makes executions succeed, fail, fail for want of GPU quota, or stay running;
   `builds_fail` makes a build fail (its operation ends with code 2 UNKNOWN, the build FAILURE);
   a build also fails, as docker's pull would, when a `--build-arg` names a registry image by a
@@ -38,6 +43,7 @@ test can assert that a rerun mutated nothing.
 from __future__ import annotations
 
 import base64
+import calendar
 import http.client
 import itertools
 import json
@@ -74,6 +80,14 @@ STATUS_NAMES = {
     503: "UNAVAILABLE",
 }
 ExecutionMode = Literal["succeed", "fail", "quota", "hold"]
+GPU_QUOTA_METRICS = {  # Cloud Run's two L4 quotas, as Service Usage names them
+    "run.googleapis.com/nvidia_l4_gpu_allocation_no_zonal_redundancy": (
+        "Total Nvidia L4 GPU allocation without zonal redundancy, per project per region"
+    ),
+    "run.googleapis.com/nvidia_l4_gpu_allocation": (
+        "Total Nvidia L4 GPU allocation with zonal redundancy, per project per region"
+    ),
+}
 GPU_QUOTA_MESSAGE = (
     "Task emoji-finetune-task0 could not be started: Quota exceeded for quota metric "
     "'Total Nvidia L4 GPU allocation without zonal redundancy, per project per region' and "
@@ -188,8 +202,11 @@ class State:
     builds: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
 def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return time.strftime(TIME_FORMAT, time.gmtime())
 
 
 class GoogleApisFake:
@@ -202,6 +219,9 @@ class GoogleApisFake:
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
         self.execution_mode: ExecutionMode = "succeed"
+        self.gpu_quota: dict[tuple[str, str], int] = {}
+        self.gpu_quota_default = 3
+        self.execution_seconds: int | None = None
         self.on_execution: Callable[[list[str]], None] | None = None
         self.revisions_fail = False
         self.builds_fail = False
@@ -413,6 +433,7 @@ class GoogleApisFake:
         handlers: dict[str, Callable[[], Any]] = {
             "serviceusage.services.get": lambda: self._service_usage(resource),
             "serviceusage.services.batchEnable": lambda: self._batch_enable(body),
+            "serviceusage.services.consumerQuotaMetrics.get": lambda: self._quota_metric(resource),
             "iam.projects.serviceAccounts.create": lambda: self._create_account(resource, body),
             "iam.projects.roles.create": lambda: self._create(
                 f"{resource}/{body['roleId']}", body["role"]
@@ -550,6 +571,29 @@ class GoogleApisFake:
         service = name.rsplit("/", 1)[1]
         state = "ENABLED" if service in self.state.enabled else "DISABLED"
         return {"name": f"projects/{self.project_number}/services/{service}", "state": state}
+
+    def _quota_metric(self, name: str) -> dict[str, Any]:
+        """A ConsumerQuotaMetric in the FULL view: a default bucket and one per region set."""
+        metric = urllib.parse.unquote(name.rsplit("/", 1)[1])
+        if metric not in GPU_QUOTA_METRICS:
+            raise ApiError(404, f"Metric {metric} not found for service run.googleapis.com")
+        unit = "1/{project}/{region}"
+        buckets = [{"effectiveLimit": str(self.gpu_quota_default), "defaultLimit": "0"}]
+        buckets += [
+            {"effectiveLimit": str(value), "defaultLimit": "0", "dimensions": {"region": region}}
+            for (named, region), value in sorted(self.gpu_quota.items())
+            if named == metric
+        ]
+        return {
+            "name": name,
+            "metric": metric,
+            "displayName": GPU_QUOTA_METRICS[metric],
+            "unit": unit,
+            "consumerQuotaLimits": [
+                {"name": f"{name}/limits/%2Fproject%2Fregion", "metric": metric, "unit": unit,
+                 "isPrecise": True, "quotaBuckets": buckets}
+            ],
+        }  # fmt: skip
 
     def _batch_enable(self, body: dict[str, Any]) -> dict[str, Any]:
         for service in set(body["serviceIds"]) - self.state.enabled:
@@ -825,7 +869,7 @@ class GoogleApisFake:
             {
                 "runningCount": 0,
                 outcome: 1,
-                "completionTime": now(),
+                "completionTime": self._completion_time(execution),
                 "conditions": [
                     {
                         "type": "Completed",
@@ -839,6 +883,12 @@ class GoogleApisFake:
                 ],
             }
         )
+
+    def _completion_time(self, execution: dict[str, Any]) -> str:
+        if self.execution_seconds is None:
+            return now()
+        started = calendar.timegm(time.strptime(execution["startTime"], TIME_FORMAT))
+        return time.strftime(TIME_FORMAT, time.gmtime(started + self.execution_seconds))
 
     def _read_execution(self, name: str) -> dict[str, Any]:
         execution = self._get(name)

@@ -82,6 +82,7 @@ def test_first_run_trains_verifies_serves_and_reruns_from_cache(
     report = Artifact.get("finetune-report")
     assert report is not None and first.lineage_key in str(report.data)
     assert first.answer in str(report.data)
+    assert first.cost == ("local: no cloud cost",) and "- local: no cloud cost" in str(report.data)
 
     completed_at = manifest(store, first.lineage_key)["completed_at"]
     second = finetune_pipeline(settings)

@@ -17,15 +17,17 @@ from typing import Any
 
 import emoji
 import pytest
+from prefect.artifacts import Artifact
 from prefect.client.orchestration import get_client
 from prefect.logging.handlers import APILogWorker
 from prefect.testing.utilities import prefect_test_harness
 
-from core.contracts import Endpoint, SmokeTestFailed, TrainingFailed
+from core.contracts import ConfigurationError, Endpoint, SmokeTestFailed, TrainingFailed
 from flows.finetune import PipelineResult, finetune_pipeline
 from flows.parameters import PipelineParameters
 from tasks.backends.gcp.backend import build_gcp_backend
 from tasks.backends.gcp.errors import PermissionMissing, QuotaExceeded
+from tasks.backends.gcp.quota import NO_ZONAL_REDUNDANCY
 from tasks.backends.local.provision import LocalProvisioner
 from tasks.backends.local.server import LocalModelServer
 from tasks.backends.local.store import LocalFolderStore
@@ -35,6 +37,7 @@ from tests.fakes.gcp_world import FakeGoogleCloud, fake_google_cloud
 HF_TOKEN = "hf_gcpTestSecretValue0123456789"
 CACHED_STEPS = ("build", "train", "verify")
 RUN_JOB = "run.projects.locations.jobs.run"
+QUOTA_GET = "serviceusage.services.consumerQuotaMetrics.get"
 
 
 @pytest.fixture(scope="module")
@@ -143,12 +146,22 @@ def test_flow_on_gcp_serves_a_verified_model_and_a_rerun_changes_nothing(
     run_logs_at_info: None,
 ) -> None:
     settings = make_settings(world, tiny_model_dir, sample_dataset_path)
+    world.fake.execution_seconds = 600  # the execution's completionTime = startTime + 600 s
 
     first = finetune_pipeline(settings)
 
+    # 600 s × (1 L4 × 0.0001867 + 8 vCPU × 0.000018 + 32 GiB × 0.000002) $/s
+    training_cost = "training job: 600 GPU-s + 4800 vCPU-s + 19200 GiB-s = $0.2368"
+    assert first.cost[0] == training_cost
+    serving_s = sum(s.seconds for s in first.steps if s.name in ("deploy", "smoke"))
+    assert first.cost[1].startswith(f"serving (deploy + smoke test): {serving_s:.0f} GPU-s + ")
+    assert "list prices checked 2026-12-01" in first.cost[2]
+    report = Artifact.get("finetune-report")
+    assert report is not None and f"- {training_cost}" in str(report.data)
     assert emoji.emoji_count(first.answer) > 0
     assert first.model_uri == f"gs://{world.names.bucket}/models/{first.lineage_key}"
     assert states(first)["train"] == "Completed"
+    assert states(first)["gpu-quota"] == "Completed" and world.fake.calls(QUOTA_GET)
     assert first.kept_serving, "on gcp a model that passed smoke takes the traffic"
     assert f"models/{first.lineage_key}/MANIFEST.json" in world.objects("models/")
     assert world.objects("inputs/"), "the local base model and dataset were staged in the bucket"
@@ -163,6 +176,7 @@ def test_flow_on_gcp_serves_a_verified_model_and_a_rerun_changes_nothing(
 
     assert second.lineage_key == first.lineage_key
     assert all(states(second)[step] == "Cached" for step in CACHED_STEPS), states(second)
+    assert not any(line.startswith("training job") for line in second.cost), "trained before"
     assert [r.path for r in world.fake.requests[before:] if r.mutating] == []
     assert service_traffic(world) == [(first.endpoint.server_id, 100)]
     first_run_iam = [r.method_id for r in world.fake.requests[:before] if "IamPolicy" in r.path]
@@ -219,6 +233,40 @@ def test_transient_errors_are_retried_and_quota_errors_are_not(
     message = str(raised.value)
     assert world.project in message and "europe-west1" in message and "quotas" in message
     assert len(world.fake.calls(RUN_JOB)) == 3, "a quota error is not retried"
+
+
+def test_a_region_without_gpu_quota_stops_the_run_before_anything_is_built(
+    harness: None, world: FakeGoogleCloud, tiny_model_dir: Path, sample_dataset_path: Path
+) -> None:
+    world.fake.gpu_quota[(NO_ZONAL_REDUNDANCY.metric, "europe-west1")] = 0
+
+    with pytest.raises(ConfigurationError) as raised:
+        finetune_pipeline(make_settings(world, tiny_model_dir, sample_dataset_path))
+
+    message = str(raised.value)
+    assert NO_ZONAL_REDUNDANCY.quota_id in message and "region europe-west1 is 0" in message
+    assert f"https://console.cloud.google.com/iam-admin/quotas?project={world.project}" in message
+    assert world.fake.mutations() == [], "no build, no job, no service"
+    assert world.objects("builds/") == [] and world.objects("inputs/") == [], "no upload"
+
+
+def test_an_unreadable_gpu_quota_is_one_warning_and_the_run_goes_on(
+    harness: None,
+    world: FakeGoogleCloud,
+    tiny_model_dir: Path,
+    sample_dataset_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    world.fake.inject(
+        QUOTA_GET, 403, "Permission 'serviceusage.quotas.get' denied", "PERMISSION_DENIED"
+    )
+
+    result = finetune_pipeline(make_settings(world, tiny_model_dir, sample_dataset_path))
+
+    assert states(result)["gpu-quota"] == "Completed"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [w for w in warnings if "could not be read" in w and "permission denied" in w]
+    assert len(world.fake.calls(RUN_JOB)) == 1 and service_traffic(world)
 
 
 # --------------------------------------------------------------------------- Google's faults

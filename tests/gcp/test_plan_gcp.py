@@ -55,11 +55,15 @@ def actions(plan: PipelinePlan) -> dict[str, set[str]]:
 def test_a_plan_for_a_fresh_project_changes_nothing_and_lists_everything(
     harness: None, world: FakeGoogleCloud, tiny_model_dir: Path, sample_dataset_path: Path
 ) -> None:
+    world.fake.gpu_quota[("run.googleapis.com/nvidia_l4_gpu_allocation_no_zonal_redundancy",
+                          "europe-west1")] = 0  # fmt: skip
     plan = finetune_pipeline(settings_for(world, tiny_model_dir, sample_dataset_path), plan=True)
 
     assert isinstance(plan, PipelinePlan)
     assert world.fake.mutations() == [], [r.method_id for r in world.fake.mutations()]
     assert world.fake.calls(RUN_JOB) == []
+    (quota,) = (s for s in plan.steps if s.step == "quota")
+    assert quota.action == "would stop" and "region europe-west1 is 0" in quota.detail
     steps = {(s.step, s.action, s.detail.split(" (")[0]) for s in plan.steps}
     assert ("provision", "would enable", "api run.googleapis.com") in steps
     assert ("provision", "would create", f"bucket gs://{world.names.bucket}") in steps
@@ -95,6 +99,7 @@ def test_a_plan_after_a_run_finds_the_model_and_the_serving_revision(
     assert len(world.fake.mutations()) == before, "a plan must only read"
     assert actions(plan)["train"] == {"exists"}
     assert actions(plan)["deploy"] == {"exists"}
+    assert actions(plan)["quota"] == {"enough"}, "the fake's project was granted quota"
     assert "train" not in plan.cost
     bucket = next(s for s in plan.steps if s.detail.startswith("bucket"))
     assert bucket.action == "exists"

@@ -38,7 +38,7 @@ def build_gcp_backend(settings: GcpSettings) -> Backend:
     store = GcsStore(clients, names, calls)
     return Backend(
         name="gcp",
-        provisioner=GcpProvisioner(clients, names, calls),
+        provisioner=GcpProvisioner(clients, names, calls, settings),
         store=store,
         builder=CloudBuildImageBuilder(clients, names, store, calls, settings),
         runner=CloudRunJobRunner(clients, names, store, settings, calls),

@@ -95,6 +95,11 @@ class GoogleClients:
         return service_usage_v1.ServiceUsageClient(**self._gapic("serviceusage"))
 
     @cached_property
+    def service_usage_quotas(self) -> Any:
+        """Service Usage v1beta1 (consumer quota metrics): the GAPIC client has no quotas."""
+        return self._discovery("serviceusage", "v1beta1")
+
+    @cached_property
     def storage(self) -> storage.Client:
         endpoint = self.endpoint("storage")
         return storage.Client(

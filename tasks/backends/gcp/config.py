@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -21,6 +22,8 @@ from pydantic import (
     field_validator,
 )
 from pydantic_settings import NoDecode
+
+from core.cost import Prices
 
 # Cloud Run regions offering NVIDIA L4 GPUs (asia-south1 is by invitation).
 L4_REGIONS = (
@@ -209,6 +212,39 @@ class GcpSettings(BaseModel):
             "before starting again (listings lag behind creates)."
         ),
     )
+
+    # Cloud Run list prices, USD per second, instance-based billing, Tier 1 regions (europe-west1,
+    # europe-west4, us-central1, us-east4); Tier 2 regions cost more. Check them again at
+    # https://cloud.google.com/run/pricing and move `prices_checked` with them.
+    price_gpu_usd_per_s: float = Field(
+        0.0001867,
+        gt=0,
+        description="List price of one L4 GPU-second without zonal redundancy (Cloud Run).",
+    )
+    price_gpu_zonal_redundancy_usd_per_s: float = Field(
+        0.0002909,
+        gt=0,
+        description="List price of one L4 GPU-second with zonal redundancy (Cloud Run).",
+    )
+    price_vcpu_usd_per_s: float = Field(
+        0.000018, gt=0, description="List price of one vCPU-second (Cloud Run, instance-based)."
+    )
+    price_gib_usd_per_s: float = Field(
+        0.000002, gt=0, description="List price of one GiB-second of memory (instance-based)."
+    )
+    prices_checked: date = Field(
+        date(2026, 12, 1), description="When the price_* settings were last checked."
+    )
+
+    def prices(self) -> Prices:
+        """The list prices this run's GPUs, vCPUs and memory are billed at."""
+        gpu = (
+            self.price_gpu_zonal_redundancy_usd_per_s
+            if self.gpu_zonal_redundancy
+            else self.price_gpu_usd_per_s
+        )
+        checked = self.prices_checked.isoformat()
+        return Prices(gpu, self.price_vcpu_usd_per_s, self.price_gib_usd_per_s, checked)
 
     @field_validator(*NAME_RULES)
     @classmethod

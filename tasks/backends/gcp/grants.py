@@ -10,8 +10,8 @@ lets a role be granted on:
 | builder | Cloud Build               | read `builds/`; push to the repository; write logs    |
 | runner  | the orchestrating flow    | run jobs, deploy services and builds as the three     |
 |         |                           | above (and orchestrator jobs as itself); stage        |
-|         |                           | inputs; read the registry, the secret and the         |
-|         |                           | training job's logs                                   |
+|         |                           | inputs; read the registry and the secret metadata,    |
+|         |                           | the training job's logs and the GPU quota             |
 | invoker | the smoke test's identity | call the service (the runner impersonates it)         |
 
 The bucket grants carry IAM conditions on object prefixes (GCS evaluates `resource.name` as
@@ -110,6 +110,7 @@ def bootstrap_grants(names: GcpNames) -> tuple[Grant, ...]:
         Grant("runner", "roles/cloudbuild.builds.editor", "project", project),
         Grant("runner", "roles/logging.viewer", "project", project),  # the job's log lines
         Grant("runner", names.service_iam_role, "project", project),
+        Grant("runner", "roles/serviceusage.serviceUsageViewer", "project", project),
         Grant("runner", "roles/storage.objectUser", "bucket", bucket),
         Grant("runner", "roles/artifactregistry.reader", "repository", repository),
         Grant("runner", "roles/secretmanager.viewer", "secret", secret),

@@ -51,6 +51,7 @@ from tasks.backends.gcp.errors import is_quota_text, quota_exceeded
 from tasks.backends.gcp.joblogs import ExecutionLogs
 from tasks.backends.gcp.specs import ATTEMPT_ENV, as_dict, covers, job_spec, run_overrides
 from tasks.backends.gcp.store import GcsStore
+from tasks.backends.gcp.usage import execution_usage
 from tasks.backends.sealed_models import reuse_sealed_model, sealed_lineage_key
 
 INPUTS_PREFIX = "inputs"
@@ -137,7 +138,10 @@ class CloudRunJobRunner:
                 f"execution {finished.name} succeeded but wrote no complete model "
                 f"(MANIFEST.json) at {output_uri}; logs: {finished.log_uri}"
             )
-        return JobOutcome(spec.lineage_key, output_uri, finished.name, duration, reused=False)
+        usage = execution_usage(finished, self.settings)
+        return JobOutcome(
+            spec.lineage_key, output_uri, finished.name, duration, reused=False, usage=usage
+        )
 
     # ------------------------------------------------------------------ inputs
 

@@ -5,7 +5,8 @@ must not hold, so `bootstrap.py` does it once (`python -m deployments.bootstrap
 --gcp-project P`). Each run reads what the job and the service rely on — the accounts they run
 as, the bucket, the secret's value, the registry — with rights the runner holds anyway, and
 stops at the first missing one with one line naming it and the command that creates it. It
-writes nothing: a rerun (and a first run) makes no IAM write here.
+writes nothing: a rerun (and a first run) makes no IAM write here. `gpu_quota` reads the
+region's L4 quota, which the flow checks before it provisions, builds or trains.
 """
 
 from __future__ import annotations
@@ -15,11 +16,18 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
-from core.contracts import ConfigurationError, LogCallback, ProvisionReport, TransientError
+from core.contracts import (
+    ConfigurationError,
+    GpuQuota,
+    LogCallback,
+    ProvisionReport,
+    TransientError,
+)
 from tasks.backends.gcp.bootstrap import read_account
 from tasks.backends.gcp.calls import GoogleCalls
 from tasks.backends.gcp.clients import GoogleClients
-from tasks.backends.gcp.config import AccountRole, GcpNames
+from tasks.backends.gcp.config import AccountRole, GcpNames, GcpSettings
+from tasks.backends.gcp.quota import GpuQuotaReader
 
 # The accounts a run uses: the job and the service run as the first two, the build as the
 # third, the smoke test as the fourth (the runner is whoever runs the flow).
@@ -29,10 +37,13 @@ RUN_ACCOUNTS: tuple[AccountRole, ...] = ("trainer", "server", "builder", "invoke
 class GcpProvisioner:
     """`Provisioner` that only checks: bootstrap created everything a run needs."""
 
-    def __init__(self, clients: GoogleClients, names: GcpNames, calls: GoogleCalls) -> None:
+    def __init__(
+        self, clients: GoogleClients, names: GcpNames, calls: GoogleCalls, settings: GcpSettings
+    ) -> None:
         self.clients = clients
         self.names = names
         self.calls = calls
+        self.quota = GpuQuotaReader(clients, names, calls, settings)
 
     def is_ready(self) -> bool:
         try:
@@ -50,6 +61,11 @@ class GcpProvisioner:
             )
         on_log(f"bootstrap of project {self.names.project}: present")
         return ProvisionReport(store_uri=f"gs://{self.names.bucket}", created=())
+
+    def gpu_quota(self) -> GpuQuota:
+        """The region's L4 quota (`quota.py`): read before the build, so a 0 stops the run
+        before anything costs money."""
+        return self.quota.read()
 
     def bootstrap_command(self) -> str:
         return (

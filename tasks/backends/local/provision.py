@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.contracts import LogCallback, ProvisionReport
+from core.contracts import GpuQuota, LogCallback, ProvisionReport
 from tasks.backends.local.store import LocalFolderStore
 
 STORE_DIRS = ("models", "runs", "logs")
@@ -24,3 +24,6 @@ class LocalProvisioner:
 
     def is_ready(self) -> bool:
         return all((self.store.root / name).is_dir() for name in STORE_DIRS)
+
+    def gpu_quota(self) -> GpuQuota | None:
+        return None  # this machine's own GPU (or CPU), no cloud quota
