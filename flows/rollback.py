@@ -25,6 +25,7 @@ from flows.parameters import NOTHING_SET, PipelineParameters
 from flows.settings import SettingsError
 from flows.steps import StepRecorder
 from flows.wiring import build_backend
+from tasks.quota import check_gpu_quota
 from tasks.serve import promote
 from tasks.verify import verify
 
@@ -58,6 +59,7 @@ def rollback(
     replaced = tuple(v.key for v in versions if v.serving)
     get_run_logger().info("rolling back to %s (serving now: %s)", target.key, replaced or "none")
     step, prefix = StepRecorder(), model_prefix(target.key)
+    step(check_gpu_quota, backend)  # the candidate needs a GPU too
     quality = resolved.quality.model_dump()
     step(verify, backend, prefix, target.key, resolved.serving.smoke_prompt, quality)
     endpoint, smoke = deploy_and_smoke_test(step, backend, resolved, prefix)  # else: unchanged
