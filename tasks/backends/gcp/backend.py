@@ -17,8 +17,6 @@ one line before anything is created.
 
 from __future__ import annotations
 
-import dataclasses
-
 from core.contracts import Backend, ConfigurationError
 from tasks.backends.gcp.bootstrap import GcpBootstrap
 from tasks.backends.gcp.calls import GoogleCalls
@@ -53,13 +51,12 @@ def build_gcp_bootstrap(settings: GcpSettings) -> GcpBootstrap:
     return GcpBootstrap(clients, names, calls)
 
 
-def build_gcp_image_builder(settings: GcpSettings, image: str) -> CloudBuildImageBuilder:
-    """The training image's builder, pushing to package `image` of the same registry instead
-    (the orchestrator image: `deployments.deploy_gcp`). The builder names its package after
-    the job, so only that name changes; bucket, builder account and retries are the same."""
+def build_gcp_image_builder(settings: GcpSettings, package: str) -> CloudBuildImageBuilder:
+    """The training image's builder (same bucket, builder account and retries), pushing to
+    package `package` of the registry instead: the orchestrator image (`deploy_gcp`)."""
     names, clients, calls = _parts(settings)
-    names = dataclasses.replace(names, job_id=image)
-    return CloudBuildImageBuilder(clients, names, GcsStore(clients, names, calls), calls, settings)
+    store = GcsStore(clients, names, calls)
+    return CloudBuildImageBuilder(clients, names, store, calls, settings, package=package)
 
 
 def _parts(settings: GcpSettings) -> tuple[GcpNames, GoogleClients, GoogleCalls]:

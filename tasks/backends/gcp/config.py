@@ -369,5 +369,9 @@ class GcpNames:
 
     @property
     def image_repository(self) -> str:
-        """Docker path of the training image, without tag or digest."""
-        return f"{self.region}-docker.pkg.dev/{self.project}/{self.repository_id}/{self.job_id}"
+        """Docker path of the training image (named after the job), without tag or digest."""
+        return self.image_path(self.job_id)
+
+    def image_path(self, package: str) -> str:
+        """Docker path of an image `package` in the pipeline's registry."""
+        return f"{self.region}-docker.pkg.dev/{self.project}/{self.repository_id}/{package}"

@@ -103,17 +103,22 @@ class CloudBuildImageBuilder:
         store: GcsStore,
         calls: GoogleCalls,
         settings: GcpSettings,
+        package: str | None = None,
     ) -> None:
         self.clients = clients
         self.names = names
         self.store = store
         self.calls = calls
         self.settings = settings
+        # The registry package the images go to: the training job's name unless told otherwise
+        # (the orchestrator image, `deployments.deploy_gcp`).
+        self.package = package or names.job_id
+        self.repository = names.image_path(self.package)
 
     def image_for(self, context_dir: Path) -> ImageRef:
         digest = "sha256:" + sha256_tree(context_dir)
         tag = digest.removeprefix("sha256:")[:TAG_CHARS]
-        return ImageRef(uri=f"{self.names.image_repository}:{tag}", content_hash=digest)
+        return ImageRef(uri=f"{self.repository}:{tag}", content_hash=digest)
 
     def find(self, image: ImageRef) -> ImageRef | None:
         registry_digest = self._registry_digest(image.uri.rsplit(":", 1)[1])
@@ -135,7 +140,7 @@ class CloudBuildImageBuilder:
             fix=f"{context_dir.name}/",
             docker_args=(
                 "--build-arg",
-                f"{DEPS_BUILD_ARG}={self.names.image_repository}@{deps_digest}",
+                f"{DEPS_BUILD_ARG}={self.repository}@{deps_digest}",
             ),
         )
         return self._pinned(wanted, self._ensure(context_dir, code, on_log))
@@ -151,7 +156,7 @@ class CloudBuildImageBuilder:
             )
         tag = DEPS_TAG_PREFIX + sha256_tree(context_dir, files)[:TAG_CHARS]
         return BuildRecipe(
-            uris=(f"{self.names.image_repository}:{tag}",),
+            uris=(f"{self.repository}:{tag}",),
             files=files,
             fix=" or ".join(f"{context_dir.name}/{name}" for name in DEPS_INPUTS),
             docker_args=("-f", DEPS_DOCKERFILE),
@@ -250,12 +255,12 @@ class CloudBuildImageBuilder:
     def _pinned(self, wanted: ImageRef, registry_digest: str) -> ImageRef:
         """The image addressed by its registry digest; `content_hash` stays the hash of
         `job_image/`, which is what the lineage key records (it is known before any build)."""
-        uri = f"{self.names.image_repository}@{registry_digest}"
+        uri = f"{self.repository}@{registry_digest}"
         return ImageRef(uri=uri, content_hash=wanted.content_hash)
 
     def _registry_digest(self, tag: str) -> str | None:
         """The digest `tag` points at, None when that tag does not exist."""
-        name = f"{self.names.repository}/packages/{self.names.job_id}/tags/{tag}"
+        name = f"{self.names.repository}/packages/{self.package}/tags/{tag}"
 
         def read() -> str | None:
             try:
