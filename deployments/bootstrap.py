@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.exceptions import ObjectNotFound
 
+from core.contracts import PipelineError
 from deployments.alerts import AlertSettings, ensure_alerts
 from deployments.cloud_run_pool import RESULTS_BLOCK, cloud_run_template, template_image
 from deployments.events import ensure_dataset_events
@@ -171,11 +172,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "skips the Google bootstrap, for operators of a project an admin bootstrapped",
     )
     args = parser.parse_args(argv)
+    return run_and_report(
+        lambda: bootstrap(args.gcp_project, args.gcp_region, args.results_bucket, args.pools_only)
+    )
+
+
+def run_and_report(ensure: Callable[[], dict[str, str]]) -> int:
+    """The deployment commands' shell contract: one `name: outcome` line per thing ensured,
+    exit 0; a bad setting or a refused step is one `error:` line and exit 2."""
     try:
-        outcomes = bootstrap(
-            args.gcp_project, args.gcp_region, args.results_bucket, args.pools_only
-        )
-    except SettingsError as error:
+        outcomes = ensure()
+    except (SettingsError, PipelineError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for name, outcome in outcomes.items():

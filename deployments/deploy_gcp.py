@@ -29,11 +29,11 @@ from collections.abc import Sequence
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 
-from core.contracts import ConfigurationError, ImageBuilder, ImageRef, PipelineError
-from deployments.bootstrap import cloud_run_pool, ensure_pool, gcp_settings
+from core.contracts import ConfigurationError, ImageBuilder, ImageRef
+from deployments.bootstrap import cloud_run_pool, ensure_pool, gcp_settings, run_and_report
 from deployments.cloud_run_pool import ORCHESTRATOR_IMAGE, RESULTS_BLOCK
 from deployments.orchestrator_image import REPO_ROOT, orchestrator_context
-from flows.settings import SettingsError, how_to_set
+from flows.settings import how_to_set
 from tasks.backends.gcp.backend import build_gcp_image_builder
 from tasks.backends.gcp.config import GcpSettings
 
@@ -119,15 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gcp-project", help="the project (default: PIPELINE_GCP__PROJECT)")
     parser.add_argument("--gcp-region", help="the region (default: PIPELINE_GCP__REGION)")
     args = parser.parse_args(argv)
-    try:
-        gcp = gcp_settings(args.gcp_project, args.gcp_region)
-        outcomes = deploy_gcp(gcp)
-    except (SettingsError, PipelineError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    for name, outcome in outcomes.items():
-        print(f"{name}: {outcome}")
-    return 0
+    return run_and_report(lambda: deploy_gcp(gcp_settings(args.gcp_project, args.gcp_region)))
 
 
 if __name__ == "__main__":
