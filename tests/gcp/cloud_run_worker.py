@@ -3,7 +3,8 @@
 The worker's own configuration class renders the job body (pool template + the deployment's
 job variables + `prepare_for_flow_run`), and the worker's own `JobV2.create` submits it to
 Cloud Run v2 — here the fake's, which validates it against Google's discovery document. Shared
-by the orchestrator test and the whole-path test, so both exercise exactly what the worker runs.
+by the orchestrator test and the whole-path test, so both exercise exactly what the worker runs;
+with the two readers of a run's outcome they and the pipeline test share (traffic, progress).
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ from flows.settings import env_variable
 from tasks.report import REPORT_KEY
 from tests.conftest import REPO_ROOT
 from tests.fakes.canned_http import canned_http
+from tests.fakes.credentials import metadata_server, operator_adc
 from tests.fakes.gcp_world import FakeGoogleCloud, fake_google_cloud
-from tests.fakes.metadata_server import metadata_server
 from tests.gcp.cloud_run_worker import (
     DEPLOYMENT,
     service_traffic,
@@ -69,9 +69,7 @@ def fresh_project(
     """A project nobody bootstrapped yet, and an admin's shell pointed at it: application-
     default credentials of a user (prefect-gcp's block reads them when created; nothing is
     called with them), the project's settings in the environment, every API at the fake."""
-    adc = tmp_path / "adc.json"
-    adc.write_text(json.dumps({"type": "authorized_user", "client_id": "test",
-                               "client_secret": "test", "refresh_token": "test"}))  # fmt: skip
+    adc = operator_adc(tmp_path)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
     monkeypatch.setenv("HF_TOKEN", "hf_cloudRunPathToken0123456789")
     with fake_google_cloud(gcs_emulator, bootstrapped=False) as world:

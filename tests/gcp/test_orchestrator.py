@@ -34,6 +34,7 @@ from deployments.deploy_gcp import deploy_gcp, main
 from flows.settings import env_variable
 from tests.conftest import REPO_ROOT
 from tests.fakes.canned_http import canned_http
+from tests.fakes.credentials import operator_adc
 from tests.fakes.gcp_world import FakeGoogleCloud, fake_google_cloud
 from tests.gcp.cloud_run_worker import (
     DEPLOYMENT,
@@ -58,9 +59,7 @@ def world(
 ) -> Iterator[FakeGoogleCloud]:
     # prefect-gcp's credentials block reads application-default credentials when created:
     # an operator's (user type; nothing is called with them).
-    adc = tmp_path / "adc.json"
-    adc.write_text(json.dumps({"type": "authorized_user", "client_id": "test",
-                               "client_secret": "test", "refresh_token": "test"}))  # fmt: skip
+    adc = operator_adc(tmp_path)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "operator-default-project")
     with fake_google_cloud(gcs_emulator) as cloud:

@@ -1,20 +1,23 @@
-"""The instance metadata server a Cloud Run container gets its credentials from.
+"""Where Google credentials come from, offline: an operator's ADC file, a container's metadata.
 
-On Cloud Run, application-default credentials are the service's (or job's) account, read
-from the metadata server: `google.auth.default()` pings it, reads the project and the
-account, then asks it for access tokens. Pointing `GCE_METADATA_HOST`/`GCE_METADATA_IP` at
-this server gives a container-like process exactly that path, offline — e.g. prefect-gcp's
-`GcpCredentials()` block with no key, as the results block is registered.
+An operator's shell has application-default credentials of a user (`operator_adc`). On Cloud
+Run, application-default credentials are the job's account, read from the metadata server:
+`google.auth.default()` pings it, reads the project and the account, then asks it for access
+tokens. Pointing `GCE_METADATA_HOST`/`GCE_METADATA_IP` at `metadata_server` gives a
+container-like process exactly that path, offline — e.g. prefect-gcp's `GcpCredentials()`
+block with no key, as bootstrap registers the results block.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from urllib.parse import urlsplit
+
+from tests.fakes.canned_http import loopback_server
 
 ROOT = "/computeMetadata/v1/"
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
@@ -31,6 +34,15 @@ def answers(project: str, account: str) -> dict[str, tuple[str, bytes]]:
         f"{ROOT}instance/service-accounts/default/": (as_json, json.dumps(account_info).encode()),
         f"{ROOT}instance/service-accounts/default/token": (as_json, json.dumps(token).encode()),
     }
+
+
+def operator_adc(folder: Path) -> Path:
+    """An operator's application-default credentials file (user type): prefect-gcp's
+    credentials block reads ADC when created; nothing is ever called with these."""
+    adc = folder / "adc.json"
+    adc.write_text(json.dumps({"type": "authorized_user", "client_id": "test",
+                               "client_secret": "test", "refresh_token": "test"}))  # fmt: skip
+    return adc
 
 
 @contextmanager
@@ -52,10 +64,5 @@ def metadata_server(project: str, account: str) -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_server(Metadata) as url:
+        yield url.removeprefix("http://")
