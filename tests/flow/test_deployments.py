@@ -32,6 +32,7 @@ from prefect.variables import Variable
 from core.dataset_watch import state_variable_name
 from flows.watch_dataset import watch_dataset
 from tests.conftest import REPO_ROOT
+from tests.fakes.credentials import operator_adc
 from tests.flow.prefect_server import prefect_command, running_server, running_worker
 
 PIPELINE = "emoji-finetune/local"
@@ -65,9 +66,7 @@ def ops(
     dataset.write_bytes(sample_dataset_path.read_bytes())
     store = root / "store"
     # An operator's application-default credentials (user type: nothing is called with them).
-    adc = root / "adc.json"
-    adc.write_text(json.dumps({"type": "authorized_user", "client_id": "test",
-                               "client_secret": "test", "refresh_token": "test"}))  # fmt: skip
+    adc = operator_adc(root)
     with running_server(root / "server-home", root / "server.log") as (api_url, env):
         env = {
             **env,

@@ -21,17 +21,11 @@ import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from google.api_core.client_options import ClientOptions
-from google.auth.credentials import AnonymousCredentials
-from googleapiclient import discovery
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
-from prefect_gcp.models.cloud_run_v2 import JobV2
-from prefect_gcp.workers.cloud_run_v2 import CloudRunWorkerJobV2Configuration
 
 from core.contracts import ConfigurationError
 from deployments.bootstrap import CLOUD_RUN_POOL, bootstrap, ensure_results_block
@@ -40,9 +34,15 @@ from deployments.deploy_gcp import deploy_gcp, main
 from flows.settings import env_variable
 from tests.conftest import REPO_ROOT
 from tests.fakes.canned_http import canned_http
+from tests.fakes.credentials import operator_adc
 from tests.fakes.gcp_world import FakeGoogleCloud, fake_google_cloud
+from tests.gcp.cloud_run_worker import (
+    DEPLOYMENT,
+    submit_like_the_worker,
+    submitted_container,
+    worker_configuration,
+)
 
-DEPLOYMENT = "emoji-finetune/cloud-run"
 RESULTS = ("PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK", "gcs-bucket/emoji-finetune-results")
 POOL = f"work pool {CLOUD_RUN_POOL}"
 
@@ -59,9 +59,7 @@ def world(
 ) -> Iterator[FakeGoogleCloud]:
     # prefect-gcp's credentials block reads application-default credentials when created:
     # an operator's (user type; nothing is called with them).
-    adc = tmp_path / "adc.json"
-    adc.write_text(json.dumps({"type": "authorized_user", "client_id": "test",
-                               "client_secret": "test", "refresh_token": "test"}))  # fmt: skip
+    adc = operator_adc(tmp_path)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "operator-default-project")
     with fake_google_cloud(gcs_emulator) as cloud:
@@ -88,39 +86,6 @@ def built_source(world: FakeGoogleCloud) -> set[str]:
     blob = world.storage.bucket(world.names.bucket).blob(name).download_as_bytes()
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as archive:
         return set(archive.getnames())
-
-
-async def worker_configuration() -> CloudRunWorkerJobV2Configuration:
-    """What the cloud-run-v2 worker builds for a new run of the deployment: pool template +
-    the deployment's job variables, then `prepare_for_flow_run` (one prefect-gcp call)."""
-    async with get_client() as client:
-        deployment = await client.read_deployment_by_name(DEPLOYMENT)
-        flow_run = await client.create_flow_run_from_deployment(deployment.id)
-        pool = await client.read_work_pool(CLOUD_RUN_POOL)
-        return await CloudRunWorkerJobV2Configuration.resolve_for_flow_run(
-            flow_run, client=client, work_pool=pool, worker_name="test", deployment=deployment
-        )
-
-
-def submit_like_the_worker(world: FakeGoogleCloud, config: Any) -> dict[str, Any]:
-    """prefect-gcp's `JobV2.create` through the client its worker builds, at the fake."""
-    locations = (
-        discovery.build(
-            "run",
-            "v2",
-            client_options=ClientOptions(api_endpoint=world.url),
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-        )
-        .projects()
-        .locations()
-    )
-    return JobV2.create(  # type: ignore[no-any-return]
-        cr_client=locations,
-        project=config.project,
-        location=config.region,
-        job_id=config.job_name,
-        body=config.job_body,
-    )
 
 
 def test_deploy_without_a_project_names_the_setting(capsys: pytest.CaptureFixture[str]) -> None:
@@ -160,9 +125,8 @@ def test_deploy_builds_once_and_the_worker_submits_the_digest_runner_and_results
     response = submit_like_the_worker(world, config)
     location = f"projects/{world.project}/locations/{world.names.region}"
     assert response["name"].startswith(f"{location}/operations/"), response  # an LRO, accepted
-    job = world.fake.resource(f"{location}/jobs/{config.job_name}")
-    task = job["template"]["template"]
-    (container,) = task["containers"]
+    task = world.fake.resource(f"{location}/jobs/{config.job_name}")["template"]["template"]
+    container = submitted_container(world, config)
     env = {item["name"]: item["value"] for item in container["env"]}
     assert container["image"] == image
     assert task["serviceAccount"] == world.names.account_email("runner")

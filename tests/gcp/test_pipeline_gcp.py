@@ -33,6 +33,7 @@ from tasks.backends.local.server import LocalModelServer
 from tasks.backends.local.store import LocalFolderStore
 from tests.fakes.canned_http import canned_http
 from tests.fakes.gcp_world import FakeGoogleCloud, fake_google_cloud
+from tests.gcp.cloud_run_worker import service_traffic, training_progress
 
 HF_TOKEN = "hf_gcpTestSecretValue0123456789"
 CACHED_STEPS = ("build", "train", "verify")
@@ -99,11 +100,6 @@ def states(result: PipelineResult) -> dict[str, str]:
     return {step.name: step.state for step in result.steps}
 
 
-def service_traffic(world: FakeGoogleCloud) -> list[tuple[str, int]]:
-    service = world.fake.resource(world.names.service)
-    return [(t.get("revision", ""), int(t.get("percent", 0))) for t in service["traffic"]]
-
-
 @pytest.fixture
 def run_logs_at_info() -> Iterator[None]:
     """The suite logs at WARNING; this test reads the runs' INFO lines from the API."""
@@ -120,13 +116,6 @@ def all_log_text() -> str:
     APILogWorker.drain_all()
     with get_client(sync_client=True) as client:
         return "\n".join(log.message for log in client.read_logs())
-
-
-def training_progress(lineage_key: str) -> list[object]:
-    """The value of each `training-<key>` progress artifact."""
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts()
-    return [a.data for a in artifacts if a.key == f"training-{lineage_key}"]
 
 
 @pytest.fixture
