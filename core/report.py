@@ -30,9 +30,9 @@ class PipelineResult:
     answer: str
     kept_serving: bool
     stop_hint: str
-    serving_note: str = ""
     steps: list[StepRecord] = field(default_factory=list)
     cost: tuple[str, ...] = ()  # the estimate's lines (`core.cost`), or the local note
+    serving_note: str = ""  # what became of the server (kept, stopped, not promoted: why)
 
 
 LOCAL_COST = "local: no cloud cost"

@@ -210,6 +210,7 @@ def test_dataset_change_triggers_one_retraining_with_the_new_revision(ops: Ops) 
     assert Variable.get(variable) == changed.current
 
 
+@pytest.mark.slow  # make test-slow (CI runs it)
 def test_two_changes_close_together_queue_and_both_complete(ops: Ops) -> None:
     known = set(pipeline_runs())
     for marker in ("first of two", "second of two"):

@@ -29,6 +29,8 @@ from tasks.backends.local.server import LocalModelServer
 from tasks.backends.local.store import LocalFolderStore
 from tests.flow.test_pipeline_local import make_settings
 
+pytestmark = pytest.mark.slow  # two trained versions per module: make test-slow (CI runs it)
+
 
 @dataclass(frozen=True)
 class History:

@@ -94,6 +94,7 @@ def test_first_run_trains_verifies_serves_and_reruns_from_cache(
     assert second.answer == first.answer  # greedy decoding on the same weights
 
 
+@pytest.mark.slow  # make test-slow (CI runs it)
 def test_changed_inputs_train_new_versions_and_keep_old_ones(
     harness: None, tmp_path: Path, tiny_model_dir: Path, sample_dataset_path: Path
 ) -> None:
@@ -117,6 +118,7 @@ def test_changed_inputs_train_new_versions_and_keep_old_ones(
     assert versions == {baseline.lineage_key, retuned.lineage_key, new_data.lineage_key}
 
 
+@pytest.mark.slow  # make test-slow (CI runs it)
 def test_a_deleted_model_is_retrained_despite_the_cache(
     harness: None, tmp_path: Path, tiny_model_dir: Path, sample_dataset_path: Path
 ) -> None:
@@ -132,6 +134,7 @@ def test_a_deleted_model_is_retrained_despite_the_cache(
     assert (store / "models" / first.lineage_key / "MANIFEST.json").is_file()
 
 
+@pytest.mark.slow  # make test-slow (CI runs it)
 def test_kept_server_answers_openai_client_and_is_replaced_after_smoke(
     harness: None, tmp_path: Path, tiny_model_dir: Path, sample_dataset_path: Path
 ) -> None:

@@ -73,6 +73,10 @@ def test_the_report_and_the_cli_summary_carry_the_cost(capsys: pytest.CaptureFix
     )  # fmt: skip
     assert "## Cost (estimate)\n\n- training job: 1 GPU-s" in report
     endpoint = Endpoint("https://e", "emoji-gemma", "vllm", "rev")
-    print_summary(PipelineResult("k", "gs://b/m", {}, endpoint, "🍕", True, "stop", [], cost))
+    result = PipelineResult(
+        lineage_key="k", model_uri="gs://b/m", metrics={}, endpoint=endpoint, answer="🍕",
+        kept_serving=True, stop_hint="stop", cost=cost,
+    )  # fmt: skip
+    print_summary(result)
     out = capsys.readouterr().out
     assert "cost     training job: 1 GPU-s" in out and "         total ≈ $0.0004" in out
