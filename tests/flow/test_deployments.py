@@ -212,6 +212,7 @@ def test_dataset_change_triggers_one_retraining_with_the_new_revision(ops: Ops) 
 
 @pytest.mark.slow  # make test-slow (CI runs it)
 def test_two_changes_close_together_queue_and_both_complete(ops: Ops) -> None:
+    watch_dataset(str(ops.dataset))  # the watcher knows the dataset (a first sight emits nothing)
     known = set(pipeline_runs())
     for marker in ("first of two", "second of two"):
         change_dataset(ops.dataset, marker)
