@@ -80,16 +80,14 @@ def region_limit(metric: Mapping[str, Any], region: str) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
 class GpuQuotaReader:
     """Reads the one quota a run's GPUs draw on, in the run's region; one GET, no write."""
 
-    def __init__(
-        self, clients: GoogleClients, names: GcpNames, calls: GoogleCalls, settings: GcpSettings
-    ) -> None:
-        self.clients = clients
-        self.names = names
-        self.calls = calls
-        self.settings = settings
+    clients: GoogleClients
+    names: GcpNames
+    calls: GoogleCalls
+    settings: GcpSettings
 
     @property
     def quota(self) -> QuotaMetric:
