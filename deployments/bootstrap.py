@@ -29,7 +29,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
@@ -42,6 +42,9 @@ from deployments.events import ensure_dataset_events
 from flows.dataset_events import DatasetEventSettings
 from flows.settings import SettingsError, load_settings
 from tasks.backends.gcp.config import GcpSettings
+
+if TYPE_CHECKING:  # prefect_gcp is imported only when a results block is asked for
+    from prefect_gcp import GcsBucket
 
 LOCAL_POOL = "emoji-local"
 CLOUD_RUN_POOL = "emoji-cloud-run"
@@ -106,14 +109,21 @@ def ensure_pool(client: SyncPrefectClient, spec: PoolSpec) -> str:
     return "unchanged"
 
 
+def results_block() -> GcsBucket | None:
+    """The `GcsBucket` block Cloud Run runs keep task results in, if it is registered."""
+    from prefect_gcp import GcsBucket
+
+    try:
+        return GcsBucket.load(RESULTS_BLOCK)  # type: ignore[return-value]
+    except ValueError:  # Prefect's "block not found"
+        return None
+
+
 def ensure_results_block(bucket: str) -> str:
     """The `GcsBucket` block for results; credentials come from the runtime (ADC on Cloud Run)."""
     from prefect_gcp import GcpCredentials, GcsBucket
 
-    try:
-        existing: GcsBucket | None = GcsBucket.load(RESULTS_BLOCK)  # type: ignore[assignment]
-    except ValueError:  # Prefect's "block not found"
-        existing = None
+    existing = results_block()
     if existing is not None and existing.bucket == bucket:
         return "unchanged"
     GcsBucket(bucket=bucket, gcp_credentials=GcpCredentials()).save(RESULTS_BLOCK, overwrite=True)

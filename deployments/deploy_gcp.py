@@ -30,7 +30,13 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 
 from core.contracts import ConfigurationError, ImageBuilder, ImageRef
-from deployments.bootstrap import cloud_run_pool, ensure_pool, gcp_settings, run_and_report
+from deployments.bootstrap import (
+    cloud_run_pool,
+    ensure_pool,
+    gcp_settings,
+    results_block,
+    run_and_report,
+)
 from deployments.cloud_run_pool import ORCHESTRATOR_IMAGE, RESULTS_BLOCK
 from deployments.orchestrator_image import REPO_ROOT, orchestrator_context
 from flows.settings import how_to_set
@@ -59,15 +65,11 @@ def check_prefect() -> str:
 
 def check_results_block() -> None:
     """Cloud Run runs keep task results in the GcsBucket block bootstrap registers."""
-    from prefect_gcp import GcsBucket
-
-    try:
-        GcsBucket.load(RESULTS_BLOCK)
-    except ValueError:  # Prefect's "block not found"
+    if results_block() is None:
         raise ConfigurationError(
             f"block gcs-bucket/{RESULTS_BLOCK} is missing: run `python -m deployments.bootstrap "
             "--results-bucket BUCKET` first"
-        ) from None
+        )
 
 
 def orchestrator_image(builder: ImageBuilder) -> tuple[ImageRef, str]:
